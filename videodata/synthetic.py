@@ -1,0 +1,450 @@
+"""Synthetic UCF-style video set: the suite's embedded default data.
+
+Writes real encoded videos (mpeg4 in .avi, like UCF101) in exactly the UCF101 layout, so the
+same code path reads it and the real data set:
+
+    <root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi
+    <root>/ucfTrainTestlist/classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt (CRLF)
+    <root>/unlabeled/vid_NNNNNN.avi          the pretraining pool (no labels, other seeds)
+
+Classes differ by MOTION only. Every appearance factor (background, object shape, colours,
+size, position, orientation) is drawn independently of the class, and each class's motion is
+built so that the distribution of a single frame is the same for every class (random start
+position on a wrap-around canvas, random phase for periodic motions, log-uniform size for all
+classes including the grow/shrink sawtooth). A single frame therefore carries no class signal;
+the motion between frames carries all of it.
+
+Learnability (a width-16 3D CNN on 16x32x32 clips must learn it from ~70 videos per class):
+large objects (>= 1/3 of the frame height), several pixels of motion per frame, periods short
+enough that any 16-frame window shows the motion, and smooth low-contrast backgrounds so the
+moving object dominates. Busy textured backgrounds made a small 3D CNN memorise backgrounds.
+
+Generation is deterministic by seed, parallel, resumable (each video is written atomically and
+existing ones are kept when the config is unchanged) and idempotent (a stamp file holds the
+config hash; a finished set with the same hash is reused, a different hash regenerates).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runkit.atomic import atomic_open, atomic_write_bytes, atomic_write_json
+from runkit.logging import progress
+
+# Bump when rendering changes: it is part of the config hash, so old sets regenerate.
+GENERATOR_VERSION = 1
+STAMP_NAME = "synthetic.json"
+NUM_GROUPS = 25  # UCF101 has 25 groups; split k tests on groups 7(k-1)+1 .. 7k
+SPLITS = (1, 2, 3)
+
+# Motion families, in class order. The first ten are the default set.
+MOTIONS = (
+    "MoveLeft",
+    "MoveRight",
+    "MoveUp",
+    "MoveDown",
+    "Grow",
+    "Shrink",
+    "RotateClockwise",
+    "RotateCounterclockwise",
+    "ShakeHorizontal",
+    "ShakeVertical",
+)
+SHAPES = ("rectangle", "ellipse", "triangle", "cross", "diamond")
+_SUPERSAMPLE = 2  # anti-aliased edges, so sub-pixel motion stays smooth
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Knobs of the synthetic set; the defaults are the suite's demo set.
+
+    Sizes are fractions of the frame height so the set looks the same at any resolution.
+    `speed_range` is the object speed in frame heights per frame (0.07-0.12 of 48 px is 3.4-5.8 px,
+    i.e. 2.2-3.8 px/frame once resized to 32 px).
+    """
+
+    root: str = "outputs/data/synthetic"
+    num_classes: int = 10
+    clips_per_group: int = 4
+    unlabeled_videos: int = 2000
+    frames: int = 32
+    width: int = 64
+    height: int = 48
+    fps: int = 25
+    speed_range: tuple[float, float] = (0.07, 0.12)
+    size_range: tuple[float, float] = (0.36, 0.72)  # object diameter / frame height
+    background_contrast: float = 0.2  # 0 = flat background, 1 = full-range gradients and blobs
+    bit_rate: int = 600_000
+    seed: int = 0
+    workers: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.num_classes <= len(MOTIONS):
+            raise ValueError(f"num_classes must be in 2..{len(MOTIONS)}, got {self.num_classes}")
+        if self.clips_per_group < 1 or self.unlabeled_videos < 0:
+            raise ValueError("clips_per_group must be >= 1 and unlabeled_videos >= 0")
+        if self.frames < 2 or self.width < 16 or self.height < 16:
+            raise ValueError(f"need frames >= 2 and a frame of at least 16x16, got "
+                             f"{self.frames} frames of {self.width}x{self.height}")
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"width and height must be even for yuv420p, got "
+                             f"{self.width}x{self.height}")
+        lo, hi = self.speed_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"speed_range must satisfy 0 < lo <= hi, got {self.speed_range}")
+        lo, hi = self.size_range
+        if not 0 < lo < hi < 1:
+            raise ValueError(f"size_range must satisfy 0 < lo < hi < 1, got {self.size_range}")
+        if not 0 <= self.background_contrast <= 1:
+            raise ValueError(f"background_contrast must be in [0, 1], got {self.background_contrast}")
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(MOTIONS[: self.num_classes])
+
+    def content_dict(self) -> dict:
+        """Everything that changes the files' content (not where they go or how fast)."""
+        data = dataclasses.asdict(self)
+        for key in ("root", "workers", "progress"):
+            data.pop(key)
+        data["speed_range"] = list(self.speed_range)
+        data["size_range"] = list(self.size_range)
+        data["generator_version"] = GENERATOR_VERSION
+        return data
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.content_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SyntheticLayout:
+    root: Path
+    video_root: Path
+    lists_dir: Path
+    unlabeled_dir: Path
+    class_names: tuple[str, ...] = ()
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """One video to render: where it goes, its motion family and its seed key."""
+
+    relpath: str  # relative to the set's root
+    motion: int
+    seed_key: tuple[int, ...] = field(default=())
+
+
+def layout_for(cfg: SyntheticConfig) -> SyntheticLayout:
+    root = Path(cfg.root)
+    return SyntheticLayout(root=root, video_root=root / "UCF-101", lists_dir=root / "ucfTrainTestlist",
+                           unlabeled_dir=root / "unlabeled", class_names=tuple(cfg.class_names),
+                           fingerprint=cfg.fingerprint)
+
+
+def labeled_specs(cfg: SyntheticConfig) -> list[VideoSpec]:
+    specs = []
+    for label, name in enumerate(cfg.class_names):
+        for group in range(1, NUM_GROUPS + 1):
+            for clip in range(1, cfg.clips_per_group + 1):
+                specs.append(VideoSpec(f"UCF-101/{name}/v_{name}_g{group:02d}_c{clip:02d}.avi",
+                                       label, (cfg.seed, 0, label, group, clip)))
+    return specs
+
+
+def unlabeled_specs(cfg: SyntheticConfig) -> list[VideoSpec]:
+    # Balanced over motion families; different seed stream from the labeled videos.
+    return [VideoSpec(f"unlabeled/vid_{i:06d}.avi", i % cfg.num_classes, (cfg.seed, 1, i))
+            for i in range(cfg.unlabeled_videos)]
+
+
+def split_groups(split: int) -> range:
+    """Groups held out for testing in UCF101 split `split` (1-based)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split}")
+    return range(7 * (split - 1) + 1, 7 * split + 1)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+    """Smooth low-contrast background: a colour gradient plus a few soft blobs."""
+    h, w = cfg.height, cfg.width
+    amp = 255.0 * cfg.background_contrast
+    base = rng.uniform(60, 195, size=3)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = (ys + 0.5) / h, (xs + 0.5) / h  # height units
+    theta = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(theta) * xs + np.sin(theta) * ys)
+    ramp = (ramp - ramp.mean()) / max(float(np.ptp(ramp)), 1e-6)  # in [-0.5, 0.5]
+    img = base + ramp[..., None] * rng.uniform(-1, 1, size=3) * amp
+    for _ in range(rng.integers(2, 5)):
+        cy, cx = rng.uniform(0, 1), rng.uniform(0, w / h)
+        sigma = rng.uniform(0.15, 0.35)
+        blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
+        img = img + blob[..., None] * rng.uniform(-0.6, 0.6, size=3) * amp
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
+def _object_colours(rng: np.random.Generator, bg_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A body colour far from the background and a stripe colour far from the body."""
+    body = rng.uniform(0, 255, size=3)
+    for _ in range(100):
+        if np.linalg.norm(body - bg_mean) >= 110:
+            break
+        body = rng.uniform(0, 255, size=3)
+    stripe = rng.uniform(0, 255, size=3)
+    for _ in range(100):
+        if np.linalg.norm(stripe - body) >= 90 and np.linalg.norm(stripe - bg_mean) >= 60:
+            break
+        stripe = rng.uniform(0, 255, size=3)
+    return body.astype(np.float32), stripe.astype(np.float32)
+
+
+def _inside(shape: str, u: np.ndarray, v: np.ndarray, aspect: float) -> np.ndarray:
+    """Shape membership in object coordinates (u along the object's axis, unit half-length)."""
+    if shape == "rectangle":
+        return (np.abs(u) <= 1) & (np.abs(v) <= aspect)
+    if shape == "ellipse":
+        return u**2 + (v / aspect) ** 2 <= 1
+    if shape == "triangle":
+        return (u >= -0.7) & (np.abs(v) <= 0.9 * (1 - u) / 1.7)
+    if shape == "cross":
+        return ((np.abs(u) <= 1) & (np.abs(v) <= 0.3)) | ((np.abs(v) <= 0.8) & (np.abs(u + 0.25) <= 0.3))
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) / aspect <= 1
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _trajectory(motion: str, rng: np.random.Generator, cfg: SyntheticConfig
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame centre x, y (pixels, wrapped later), radius (pixels) and angle (radians).
+
+    Each motion is parameterised so that frame 0 has the same distribution for every class.
+    """
+    t = np.arange(cfg.frames, dtype=np.float64)
+    h, w = cfg.height, cfg.width
+    speed = rng.uniform(*cfg.speed_range) * h  # pixels per frame
+    log_lo, log_hi = np.log(0.5 * cfg.size_range[0] * h), np.log(0.5 * cfg.size_range[1] * h)
+    x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+    angle0 = rng.uniform(0, 2 * np.pi)
+    radius = np.full_like(t, np.exp(rng.uniform(log_lo, log_hi)))
+    x, y, angle = np.full_like(t, x0), np.full_like(t, y0), np.full_like(t, angle0)
+    if motion == "MoveLeft":
+        x = x0 - speed * t
+    elif motion == "MoveRight":
+        x = x0 + speed * t
+    elif motion == "MoveUp":
+        y = y0 - speed * t
+    elif motion == "MoveDown":
+        y = y0 + speed * t
+    elif motion in ("Grow", "Shrink"):
+        # Sawtooth in log size with a random phase: log-uniform size in every frame, like the
+        # other classes, and a full growth (or shrink) sweep every 8-12 frames.
+        period = rng.uniform(8, 12)
+        sign = 1.0 if motion == "Grow" else -1.0
+        phase = np.mod(rng.uniform(0, 1) + sign * t / period, 1.0)
+        radius = np.exp(log_lo + phase * (log_hi - log_lo))
+    elif motion in ("RotateClockwise", "RotateCounterclockwise"):
+        # The object's tip moves at about `speed`; image y points down, so +angle is clockwise.
+        omega = np.clip(speed / (0.8 * radius[0]), 0.14, 0.45)
+        angle = angle0 + (omega if motion == "RotateClockwise" else -omega) * t
+    elif motion in ("ShakeHorizontal", "ShakeVertical"):
+        period = rng.uniform(6, 10)
+        amplitude = 1.5 * speed * period / (2 * np.pi)
+        offset = amplitude * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+        if motion == "ShakeHorizontal":
+            x = x0 + offset
+        else:
+            y = y0 + offset
+    else:
+        raise ValueError(f"unknown motion {motion!r}")
+    return x, y, radius, angle
+
+
+def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
+    """Draw one video in memory: uint8 (T, H, W, 3). Deterministic in (spec.seed_key, cfg)."""
+    rng = np.random.default_rng(np.random.SeedSequence(list(spec.seed_key)))
+    h, w, ss = cfg.height, cfg.width, _SUPERSAMPLE
+    # Appearance first, then motion: appearance draws never depend on the class.
+    bg = _background(rng, cfg)
+    body, stripe = _object_colours(rng, bg.reshape(-1, 3).mean(0))
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    aspect = rng.uniform(0.45, 0.7)
+    x, y, radius, angle = _trajectory(MOTIONS[spec.motion], rng, cfg)
+
+    gy, gx = np.mgrid[0:h * ss, 0:w * ss].astype(np.float32)
+    gy, gx = (gy + 0.5) / ss, (gx + 0.5) / ss
+    frames = np.empty((cfg.frames, h, w, 3), dtype=np.uint8)
+    for i in range(cfg.frames):
+        # Wrap-around canvas: an object leaving one side re-enters on the other.
+        dx = np.mod(gx - x[i] + w / 2, w) - w / 2
+        dy = np.mod(gy - y[i] + h / 2, h) - h / 2
+        c, s = np.cos(angle[i]), np.sin(angle[i])
+        u = (c * dx + s * dy) / radius[i]
+        v = (-s * dx + c * dy) / radius[i]
+        inside = _inside(shape, u, v, aspect)
+        tip = inside & (u > 0.35)  # a second colour at one end shows rotation and orientation
+        a_all = inside.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
+        a_tip = tip.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
+        img = bg * (1 - a_all) + body * (a_all - a_tip) + stripe * a_tip
+        frames[i] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return frames
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int, bit_rate: int = 600_000) -> None:
+    """Encode uint8 (T, H, W, 3) frames as mpeg4 in AVI (UCF101's codec family), atomically."""
+    import av
+
+    with atomic_open(path, "wb") as handle:
+        with av.open(handle, mode="w", format="avi") as container:
+            stream = container.add_stream("mpeg4", rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.bit_rate = bit_rate
+            stream.codec_context.gop_size = 12
+            stream.codec_context.thread_count = 1  # workers already use every core
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+
+def _write_chunk(cfg_dict: dict, specs: list[VideoSpec]) -> int:
+    cfg = SyntheticConfig(**cfg_dict)
+    root = Path(cfg.root)
+    written = 0
+    for spec in specs:
+        path = root / spec.relpath
+        if path.is_file():  # written atomically, so an existing file is complete
+            continue
+        write_video(path, render(spec, cfg), cfg.fps, cfg.bit_rate)
+        written += 1
+    return written
+
+
+# ----------------------------------------------------------------------------- split files
+
+def _crlf(lines: list[str]) -> bytes:
+    return "".join(line + "\r\n" for line in lines).encode("ascii")
+
+
+def write_split_files(cfg: SyntheticConfig) -> None:
+    lists = layout_for(cfg).lists_dir
+    names = cfg.class_names
+    atomic_write_bytes(lists / "classInd.txt", _crlf([f"{i + 1} {n}" for i, n in enumerate(names)]))
+    specs = labeled_specs(cfg)
+    for split in SPLITS:
+        test_groups = set(split_groups(split))
+        train, test = [], []
+        for spec in specs:
+            rel = spec.relpath.split("/", 1)[1]  # Class/v_Class_gXX_cYY.avi
+            group = int(rel.rsplit("_g", 1)[1][:2])
+            if group in test_groups:
+                test.append(rel)
+            else:
+                train.append(f"{rel} {spec.motion + 1}")
+        atomic_write_bytes(lists / f"trainlist0{split}.txt", _crlf(train))
+        atomic_write_bytes(lists / f"testlist0{split}.txt", _crlf(test))
+
+
+# ----------------------------------------------------------------------------- driver
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"unreadable synthetic-set stamp {path}: {exc}; delete it to regenerate") from exc
+
+
+def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticLayout:
+    """Generate the set under `cfg.root` (or reuse a finished one with the same config).
+
+    A set left half-written by a killed run with the same config resumes (finished videos are
+    kept); a set from a different config is deleted and regenerated. Folders that this
+    generator did not create (no stamp file) are never deleted: that is an error instead.
+    """
+    layout = layout_for(cfg)
+    root = layout.root
+    stamp_path = root / STAMP_NAME
+    stamp = _read_stamp(stamp_path)
+    if stamp and stamp.get("fingerprint") == cfg.fingerprint and stamp.get("complete"):
+        return layout
+    ours = (layout.video_root, layout.lists_dir, layout.unlabeled_dir)
+    if stamp is None:
+        present = [str(p) for p in ours if p.exists()]
+        if present:
+            raise FileExistsError(f"{root} holds {', '.join(present)} but no {STAMP_NAME}: not a "
+                                  f"synthetic set this generator wrote; choose another root")
+    elif stamp.get("fingerprint") != cfg.fingerprint:
+        for folder in ours:  # a different config: its videos are stale
+            shutil.rmtree(folder, ignore_errors=True)
+    atomic_write_json(stamp_path, {"fingerprint": cfg.fingerprint, "config": cfg.content_dict(),
+                                   "complete": False})
+
+    specs = labeled_specs(cfg) + unlabeled_specs(cfg)
+    for name in cfg.class_names:
+        (layout.video_root / name).mkdir(parents=True, exist_ok=True)
+    layout.unlabeled_dir.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in specs if not (root / s.relpath).is_file()]
+    cfg_dict = dataclasses.asdict(cfg)
+    bar = progress(total=len(specs), initial=len(specs) - len(todo), desc="synthetic videos",
+                   unit="video", disable=not cfg.progress)
+    chunk = 25
+    chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+    try:
+        if cfg.workers <= 1 or len(chunks) <= 1:
+            for part in chunks:
+                _write_chunk(cfg_dict, part)
+                bar.update(len(part))
+        else:
+            # spawn: safe even when the caller has torch (and its thread pools) loaded
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
+                futures = {pool.submit(_write_chunk, cfg_dict, part): len(part) for part in chunks}
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(futures[future])
+    finally:
+        bar.close()
+    write_split_files(cfg)
+    atomic_write_json(stamp_path, {"fingerprint": cfg.fingerprint, "config": cfg.content_dict(),
+                                   "complete": True, "labeled_videos": len(specs) - cfg.unlabeled_videos,
+                                   "unlabeled_videos": cfg.unlabeled_videos})
+    return layout
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Generate the synthetic UCF-style video set.")
+    parser.add_argument("--root", default=SyntheticConfig.root)
+    parser.add_argument("--num-classes", type=int, default=SyntheticConfig.num_classes)
+    parser.add_argument("--clips-per-group", type=int, default=SyntheticConfig.clips_per_group)
+    parser.add_argument("--unlabeled-videos", type=int, default=SyntheticConfig.unlabeled_videos)
+    parser.add_argument("--seed", type=int, default=SyntheticConfig.seed)
+    parser.add_argument("--workers", type=int, default=SyntheticConfig.workers)
+    args = parser.parse_args(argv)
+    layout = generate(SyntheticConfig(root=args.root, num_classes=args.num_classes,
+                                      clips_per_group=args.clips_per_group,
+                                      unlabeled_videos=args.unlabeled_videos, seed=args.seed,
+                                      workers=args.workers))
+    print(f"synthetic set {layout.fingerprint} at {layout.root}")
+
+
+if __name__ == "__main__":
+    main()
