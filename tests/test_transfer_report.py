@@ -1,0 +1,77 @@
+"""Aggregation, paired differences, tables and figures regenerated from a ledger."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from transfer.ledger import Ledger
+from transfer.report import aggregate, paired_differences, summarize, write_report
+
+
+def entry(protocol, init, split, seed, rule, per_class, acc):
+    cell = {"protocol": protocol, "init": init, "split": split, "seed": seed, "rule_tag": rule,
+            "rule_value": 0.0}
+    return {"cell_id": f"{protocol}_{init}_{split}_{rule}_{seed}", "status": "done", "cell": cell,
+            "result": {"video_acc": acc, "clip_acc": acc, "labeled_per_class": per_class,
+                       "num_classes": 10}}
+
+
+def fake_ledger():
+    rows = []
+    for seed, (p, r) in enumerate([(0.50, 0.40), (0.60, 0.45), (0.70, 0.47)]):
+        rows.append(entry("finetune", "pretrained", 1, seed, "f1", 72, p))
+        rows.append(entry("finetune", "random", 1, seed, "f1", 72, r))
+        rows.append(entry("finetune", "pretrained", 1, seed, "f0.1", 7, p / 2))
+        rows.append(entry("finetune", "random", 1, seed, "f0.1", 7, r / 2))
+    rows.append({"cell_id": "x", "status": "failed", "cell": {}, "result": None})
+    return rows
+
+
+def test_summarize_t_interval():
+    s = summarize([0.5, 0.6, 0.7])
+    half = stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)
+    assert s.mean == pytest.approx(0.6) and s.std == pytest.approx(0.1)
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.6 - half, 0.6 + half))
+    assert summarize([0.3]).ci_low == summarize([0.3]).ci_high == 0.3
+
+
+def test_aggregate_and_paired():
+    table = aggregate(fake_ledger())
+    assert [(r["init"], r["rule"], r["n"]) for r in table] == [
+        ("pretrained", "f0.1", 3), ("pretrained", "f1", 3), ("random", "f0.1", 3), ("random", "f1", 3)]
+    assert table[1]["mean"] == pytest.approx(0.6)
+    paired = paired_differences(fake_ledger())
+    full = [r for r in paired if r["rule"] == "f1"][0]
+    diffs = [0.10, 0.15, 0.23]
+    assert full["diff_mean"] == pytest.approx(sum(diffs) / 3)
+    assert full["pairs"] == 3
+    assert full["relative_gain"] == pytest.approx(0.6 / ((0.40 + 0.45 + 0.47) / 3))
+    expected = summarize(diffs)
+    assert (full["ci_low"], full["ci_high"]) == pytest.approx((expected.ci_low, expected.ci_high))
+
+
+def test_unpaired_cells_are_left_out_of_differences():
+    rows = fake_ledger()[:-1]
+    rows = [r for r in rows if not (r["cell"]["init"] == "random" and r["cell"]["seed"] == 2)]
+    full = [r for r in paired_differences(rows) if r["rule"] == "f1"][0]
+    assert full["pairs"] == 2
+
+
+def test_write_report_from_ledger_alone(tmp_path):
+    led = Ledger(tmp_path / "ledger")
+    for e in fake_ledger():
+        if e["status"] == "done":
+            led.mark_done(e["cell_id"], e["cell"], e["result"])
+    written = write_report(tmp_path)
+    for name in ("results.csv", "results.md", "results.tex", "paired.csv", "paired.md",
+                 "accuracy_vs_labels.png", "accuracy_vs_labels.pdf", "relative_gain.png",
+                 "relative_gain.pdf"):
+        assert written[name].is_file() and written[name].stat().st_size > 0, name
+    md = written["results.md"].read_text()
+    assert "60.0 ± 10.0" in md
+    assert r"\pm" in written["results.tex"].read_text()
+    first = {k: p.read_bytes() for k, p in written.items() if p.suffix in (".csv", ".md", ".tex")}
+    again = write_report(tmp_path, figures=False)
+    assert {k: again[k].read_bytes() for k in first} == first

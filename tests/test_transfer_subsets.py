@@ -1,0 +1,124 @@
+"""Label-fraction subsets: nested, stratified, deterministic; manifests and their hashes."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transfer.subsets import (SubsetRule, manifest_text, manifest_hash, nested_subset,
+                              read_manifest, write_manifest)
+
+
+@dataclass(frozen=True)
+class Rec:
+    relpath: str
+    label: int
+
+
+def make_records(counts: list[int]) -> list[Rec]:
+    return [Rec(f"C{label}/v_C{label}_g{i // 4 + 1:02d}_c{i % 4 + 1:02d}.avi", label)
+            for label, n in enumerate(counts) for i in range(n)]
+
+
+class_counts = st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=12)
+fractions = st.floats(min_value=0.001, max_value=1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(class_counts, fractions, fractions, st.integers(0, 10_000))
+def test_nested_for_the_same_seed(counts, f1, f2, seed):
+    records = make_records(counts)
+    small, large = sorted((f1, f2))
+    a = {r.relpath for r in nested_subset(records, SubsetRule(fraction=small), seed)}
+    b = {r.relpath for r in nested_subset(records, SubsetRule(fraction=large), seed)}
+    assert a <= b
+
+
+@settings(max_examples=60, deadline=None)
+@given(class_counts, fractions, st.integers(0, 10_000))
+def test_stratified_every_class_at_least_one(counts, fraction, seed):
+    records = make_records(counts)
+    subset = nested_subset(records, SubsetRule(fraction=fraction), seed)
+    per_class = Counter(r.label for r in subset)
+    assert set(per_class) == set(range(len(counts)))
+    for label, n in enumerate(counts):
+        assert per_class[label] == max(1, min(n, int(fraction * n + 0.5)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(class_counts, fractions, st.integers(0, 10_000), st.randoms(use_true_random=False))
+def test_deterministic_and_independent_of_input_order(counts, fraction, seed, rnd):
+    records = make_records(counts)
+    shuffled = list(records)
+    rnd.shuffle(shuffled)
+    rule = SubsetRule(fraction=fraction)
+    assert nested_subset(records, rule, seed) == nested_subset(shuffled, rule, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(class_counts, st.integers(1, 50), st.integers(1, 50), st.integers(0, 1000))
+def test_per_class_nested_and_capped(counts, k1, k2, seed):
+    records = make_records(counts)
+    lo, hi = sorted((k1, k2))
+    a = nested_subset(records, SubsetRule(per_class=lo), seed)
+    b = nested_subset(records, SubsetRule(per_class=hi), seed)
+    assert {r.relpath for r in a} <= {r.relpath for r in b}
+    assert Counter(r.label for r in a) == {c: min(lo, n) for c, n in enumerate(counts)}
+
+
+def test_one_percent_of_ucf_sized_split_does_not_raise():
+    # 101 classes, 72-121 videos each: 1% is ~1 per class, fewer videos than classes would be
+    # the case for a stratified sklearn split, which raises.
+    counts = [72 + (i * 7) % 50 for i in range(101)]
+    subset = nested_subset(make_records(counts), SubsetRule(fraction=0.01), seed=0)
+    assert Counter(r.label for r in subset) == {c: 1 for c in range(101)}
+
+
+def test_seeds_differ():
+    records = make_records([30] * 5)
+    rule = SubsetRule(fraction=0.2)
+    assert nested_subset(records, rule, 0) != nested_subset(records, rule, 1)
+
+
+def test_manifest_hash_changes_with_split_and_seed(tmp_path):
+    records = make_records([10] * 3)
+    rule = SubsetRule(fraction=0.5)
+    base = write_manifest(tmp_path, nested_subset(records, rule, 0), split=1, seed=0, rule=rule)
+    other_seed = write_manifest(tmp_path, nested_subset(records, rule, 1), split=1, seed=1, rule=rule)
+    other_split = write_manifest(tmp_path, nested_subset(records, rule, 0), split=2, seed=0, rule=rule)
+    assert len({base.sha256, other_seed.sha256, other_split.sha256}) == 3
+    # even at 100% (same set of videos) a different seed is a different training order
+    full = SubsetRule(fraction=1.0)
+    assert (manifest_hash(manifest_text(nested_subset(records, full, 0), split=1, seed=0, rule=full))
+            != manifest_hash(manifest_text(nested_subset(records, full, 1), split=1, seed=1, rule=full)))
+
+
+def test_manifest_roundtrip_and_idempotent_write(tmp_path):
+    records = make_records([5, 6])
+    rule = SubsetRule(per_class=2)
+    subset = nested_subset(records, rule, 3)
+    first = write_manifest(tmp_path, subset, split=1, seed=3, rule=rule, dataset="toy")
+    mtime = first.path.stat().st_mtime_ns
+    again = write_manifest(tmp_path, subset, split=1, seed=3, rule=rule, dataset="toy")
+    assert again == first and first.path.stat().st_mtime_ns == mtime
+    back = read_manifest(first.path)
+    assert back.sha256 == first.sha256
+    assert back.relpaths == tuple(r.relpath for r in subset)
+    assert back.labels == tuple(r.label for r in subset)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_bad_rules_and_files_raise(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        SubsetRule()
+    with pytest.raises(ValueError, match="fraction"):
+        SubsetRule(fraction=1.5)
+    with pytest.raises(ValueError, match="unlabeled"):
+        nested_subset([Rec("a.avi", -1)], SubsetRule(fraction=1.0), 0)
+    bogus = tmp_path / "x.txt"
+    bogus.write_text("hello\n")
+    with pytest.raises(ValueError, match="not a subset manifest"):
+        read_manifest(bogus)

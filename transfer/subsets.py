@@ -1,0 +1,145 @@
+"""Labeled subsets of a training split: nested, stratified, deterministic, written as manifests.
+
+`nested_subset` takes a seeded permutation of every class's videos and keeps a prefix of
+`max(1, round(f * n_class))` of them (or `min(K, n_class)` with `per_class=K`). For one seed the
+permutation does not depend on f, so 1% ⊂ 10% ⊂ 100% by construction, and every class keeps at
+least one video. scikit-learn's stratified splitters are not used: they raise when the subset is
+smaller than the number of classes (1% of UCF101 split 1 = 95 videos < 101 classes) and are not
+nested across fractions.
+
+A manifest is a small text file: a header (split, seed, rule) and one `relpath<TAB>label` line
+per selected video, in selection order. Its SHA-256 is the subset's identity: it is recorded in
+every result and is part of each cell's resume key.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from runkit.atomic import atomic_write_text
+
+MANIFEST_FORMAT = "vganbench.subset/1"
+
+
+class Labeled(Protocol):
+    relpath: str
+    label: int
+
+
+@dataclass(frozen=True)
+class SubsetRule:
+    """Either a fraction of each class (`fraction`) or a fixed count per class (`per_class`)."""
+
+    fraction: float | None = None
+    per_class: int | None = None
+
+    def __post_init__(self):
+        if (self.fraction is None) == (self.per_class is None):
+            raise ValueError("a subset rule needs exactly one of fraction= or per_class=")
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"per_class must be >= 1, got {self.per_class}")
+
+    def count(self, n_class: int) -> int:
+        """How many of a class's `n_class` videos the rule keeps (at least one)."""
+        if self.fraction is not None:
+            # round half up, so 0.5 videos -> 1 and 7.5 -> 8 regardless of banker's rounding
+            wanted = math.floor(self.fraction * n_class + 0.5)
+        else:
+            wanted = self.per_class
+        return max(1, min(n_class, wanted))
+
+    @property
+    def tag(self) -> str:
+        """A short, file-name-safe name: `f0.1` or `k5`."""
+        return f"f{self.fraction:g}" if self.fraction is not None else f"k{self.per_class}"
+
+    @property
+    def value(self) -> float:
+        return float(self.fraction if self.fraction is not None else self.per_class)
+
+
+def class_permutation(records: Sequence[Labeled], seed: int) -> dict[int, list[Labeled]]:
+    """Every class's records in a seeded random order that does not depend on the rule."""
+    by_class: dict[int, list[Labeled]] = defaultdict(list)
+    for record in records:
+        if record.label < 0:
+            raise ValueError(f"unlabeled record {record.relpath!r} in a labeled training split")
+        by_class[int(record.label)].append(record)
+    permuted = {}
+    for label in sorted(by_class):
+        # sort first so the permutation depends on the set of videos, not on list order;
+        # one RNG per class so adding a class never reshuffles the others
+        members = sorted(by_class[label], key=lambda r: r.relpath)
+        rng = random.Random(f"{seed}:{label}")
+        rng.shuffle(members)
+        permuted[label] = members
+    return permuted
+
+
+def nested_subset(records: Sequence[Labeled], rule: SubsetRule, seed: int) -> list[Labeled]:
+    """The rule's prefix of each class's seeded permutation, classes in label order."""
+    chosen: list[Labeled] = []
+    for label, members in class_permutation(records, seed).items():
+        chosen.extend(members[: rule.count(len(members))])
+    return chosen
+
+
+def manifest_text(subset: Sequence[Labeled], *, split: int, seed: int, rule: SubsetRule,
+                  dataset: str = "") -> str:
+    lines = [f"# {MANIFEST_FORMAT}", f"# dataset={dataset}", f"# split={split}",
+             f"# seed={seed}", f"# rule={rule.tag}", f"# videos={len(subset)}"]
+    lines += [f"{r.relpath}\t{int(r.label)}" for r in subset]
+    return "\n".join(lines) + "\n"
+
+
+def manifest_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    sha256: str
+    relpaths: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    @property
+    def short(self) -> str:
+        return self.sha256[:12]
+
+
+def write_manifest(folder: str | Path, subset: Sequence[Labeled], *, split: int, seed: int,
+                   rule: SubsetRule, dataset: str = "") -> Manifest:
+    """Write (atomically, only if changed) `split<k>_<rule>_seed<s>.txt`; return its identity."""
+    text = manifest_text(subset, split=split, seed=seed, rule=rule, dataset=dataset)
+    path = Path(folder) / f"split{split}_{rule.tag}_seed{seed}.txt"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return Manifest(path, manifest_hash(text), tuple(r.relpath for r in subset),
+                    tuple(int(r.label) for r in subset))
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a manifest back; a file that is not one raises ValueError naming it."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith(f"# {MANIFEST_FORMAT}"):
+        raise ValueError(f"{path} is not a subset manifest (expected a '# {MANIFEST_FORMAT}' header)")
+    relpaths, labels = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line or line.startswith("#"):
+            continue
+        try:
+            relpath, label = line.split("\t")
+            labels.append(int(label))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: expected 'relpath<TAB>label', got {line!r}") from exc
+        relpaths.append(relpath)
+    return Manifest(path, manifest_hash(text), tuple(relpaths), tuple(labels))
