@@ -13,7 +13,13 @@ class VideoDataError(Exception):
 class VideoDecodeError(VideoDataError):
     """A video file cannot be opened or decoded (empty, truncated, not a video, no video stream...)."""
 
-    def __init__(self, path: str | os.PathLike, reason: str):
+    def __init__(self, path: str | os.PathLike | None, reason: str | None = None):
+        if reason is None:
+            # One preformatted message: how a DataLoader re-raises a worker's exception in the
+            # main process (`type(exc)(text with the worker's traceback)`), keeping the type.
+            self.path, self.reason = None, str(path)
+            super().__init__(self.reason)
+            return
         self.path = os.fspath(path)
         self.reason = reason
         super().__init__(f"cannot decode video {self.path!r}: {reason}")
@@ -26,7 +32,11 @@ class VideoDecodeError(VideoDataError):
 class SplitFileError(VideoDataError):
     """A split list or class index is missing or malformed; names the file and the line number."""
 
-    def __init__(self, path: str | os.PathLike, reason: str, line: int | None = None):
+    def __init__(self, path: str | os.PathLike, reason: str | None = None, line: int | None = None):
+        if reason is None:  # one preformatted message (DataLoader re-raise), see VideoDecodeError
+            self.path, self.reason, self.line = None, str(path), None
+            super().__init__(self.reason)
+            return
         self.path = os.fspath(path)
         self.reason = reason
         self.line = line
