@@ -1,0 +1,161 @@
+"""Typed schema of the pretraining config (Hydra structured configs).
+
+`register()` stores `PretrainConfig` in Hydra's ConfigStore as `pretrain_schema`;
+`conf/config.yaml` lists it first in its defaults, so every YAML file and command-line override
+is merged into these dataclasses: an unknown key or a wrong type fails at start-up with
+Hydra's message naming the key. Defaults here are the paper's settings; `conf/experiment/*`
+presets change them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+
+
+@dataclass
+class SyntheticSpec:
+    """Forwarded to videodata.synthetic.SyntheticConfig (same field names)."""
+
+    root: str = "outputs/data/synthetic"
+    num_classes: int = 10
+    clips_per_group: int = 4
+    unlabeled_videos: int = 2000
+    frames: int = 32
+    width: int = 64
+    height: int = 48
+    seed: int = 0
+    workers: int = 2
+    progress: bool = True
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"         # synthetic | folder | ucf101 | cache
+    root: str = ""                    # folder: videos dir or file list; ucf101: the UCF-101 folder
+    lists_dir: str = ""               # ucf101: ucfTrainTestlist
+    split: int = 1                    # ucf101 / synthetic: which split's training videos
+    missing: str = "error"            # ucf101: listed-but-absent videos: error | skip
+    include_train: bool = False       # synthetic: add the labeled training videos (labels ignored)
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    cache_dir: str = ""               # cache: an existing ClipCache folder
+    cache_root: str = "outputs/cache"
+    max_frames: int = 64              # frames kept per video in the cache when sampling=random
+    stride: int = 1
+    resize: str = "crop"              # crop | stretch
+    sampling: str = "first"           # first (paper) | random start
+    loader_workers: int = 0
+    decode_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    generator: str = "two_stream"     # two_stream | one_stream (paper ablation)
+    width: int = 64                   # paper: 64 (hidden channels 8w, 4w, 2w, w)
+    frames: int = 32
+    size: int = 64
+    z_dim: int = 100
+    g_bn_eps: float = 1e-5            # Torch default in the original G
+    d_norm: str = "batch"             # batch | none
+    d_bn_eps: float = 1e-3
+    spectral_norm: bool = False
+    init_std: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 10_000
+    batch_size: int = 64              # global batch (split across data-parallel ranks)
+    loss: str = "softmax"             # softmax (paper) | bce | hinge
+    label_smoothing: float = 0.0
+    mask_lambda: float = 0.1
+    reuse_fakes: bool = True          # paper: G step reuses the D step's fakes
+    r1_gamma: float = 0.0
+    r1_every: int = 1
+    ema: bool = False                 # EMA of G's weights (timm ModelEmaV3), used for samples
+    ema_decay: float = 0.999
+    precision: str = "fp32"           # fp32 | bf16 (autocast)
+    channels_last: bool = False       # channels_last_3d memory format
+    compile: bool = False             # torch.compile G and D
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    threads: int = 0                  # torch CPU threads; 0 = leave as is
+    deterministic: bool = False
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep: int = 3
+    sample_every: int = 0             # 0: samples only at the end
+    num_samples: int = 8
+    collapse_window: int = 200        # steps with mask mean < 0.02 or > 0.98 before warning
+    time_limit_min: float = 0.0       # > 0: stop (checkpoint + export) after this many minutes
+    progress: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    experiment_name: str = "vgan_paper"
+    run_name: str = "${experiment_name}"
+    output_root: str = "outputs/pretrain"  # relative to the repository root
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="pretrain_schema", node=PretrainConfig)
+
+
+CHOICES = {
+    "data.source": ("synthetic", "folder", "ucf101", "cache"),
+    "data.sampling": ("first", "random"),
+    "data.resize": ("crop", "stretch"),
+    "data.missing": ("error", "skip"),
+    "model.generator": ("two_stream", "one_stream"),
+    "model.d_norm": ("batch", "none"),
+    "trainer.loss": ("softmax", "bce", "hinge"),
+    "trainer.precision": ("fp32", "bf16"),
+}
+
+
+def validate(cfg: Any) -> None:
+    """Checks types cannot express: enumerations and ranges. Raises ValueError naming the key."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ValueError(f"config {key}={value!r} is not one of {list(allowed)}")
+    t = cfg.trainer
+    for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep", "r1_every"):
+        if getattr(t, key) < 1:
+            raise ValueError(f"config trainer.{key} must be >= 1; got {getattr(t, key)}")
+    if not 0 < t.ema_decay < 1:
+        raise ValueError(f"config trainer.ema_decay must be in (0, 1); got {t.ema_decay}")
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def to_plain(cfg: Any) -> dict:
+    """The resolved config as a plain dict (safe for weights_only checkpoints and JSON)."""
+    if not OmegaConf.is_config(cfg):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+__all__ = ["PretrainConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainerConfig",
+           "SyntheticSpec", "register", "validate", "to_plain"]
