@@ -84,7 +84,7 @@ def submit_array(executor: submitit.Executor, calls: Sequence[Callable[[], Any]]
 
 # ----------------------------------------------------------------------------- queue inspection
 def queue_info(job_id: str) -> dict[str, str]:
-    """`scontrol show job -o` as a dict (JobState, Reason, RestartCnt, ...); empty when SLURM no
+    """`scontrol show job -o` as a dict (JobState, Reason, Restarts, ...); empty when SLURM no
     longer knows the job (older than MinJobAge) or is not reachable."""
     try:
         out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True,
@@ -121,9 +121,10 @@ def start_now(job_id: str) -> bool:
 class JobOutcome:
     job_id: str
     ok: bool
-    result: Any = None
+    result: Any = None  # global rank 0's return value
     error: str | None = None
     state: str | None = None
+    task_results: list[Any] | None = None  # every task's return value (multi-task / DDP jobs)
 
     def describe(self) -> str:
         if self.ok:
@@ -165,7 +166,9 @@ def _finished(job: submitit.Job) -> bool:
 
 def _outcome(job: submitit.Job, state: str | None) -> JobOutcome:
     try:
-        return JobOutcome(job.job_id, True, result=job.result(), state=state or "COMPLETED")
+        results = job.results()
+        return JobOutcome(job.job_id, True, result=results[0], state=state or "COMPLETED",
+                          task_results=results)
     except UncompletedJobError as exc:
         return JobOutcome(job.job_id, False, error=f"{exc}{_log_tail(job)}", state=state)
     except Exception as exc:  # noqa: BLE001 - submitit's FailedJobError carries the traceback
