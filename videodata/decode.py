@@ -206,6 +206,7 @@ class _Reader:
         self.fps = _stream_fps(self.path, self.stream)
         self._num_frames: int | None = None
         self._first_pts: int | None = None
+        self._seek_is_exact: bool | None = None
         self._fresh = True  # nothing demuxed yet: no seek needed to read from the start
 
     def close(self) -> None:
@@ -222,7 +223,8 @@ class _Reader:
         if self._num_frames is None:
             n = _header_frames(self.stream)
             if not n:
-                self._seek(self.first_pts)
+                if not self._fresh:
+                    self._seek_to_start()
                 n = _count_packets(self.path, self.container, self.stream)
             self._num_frames = n
         return self._num_frames
@@ -231,20 +233,42 @@ class _Reader:
     def first_pts(self) -> int:
         """pts of the first frame shown (the smallest pts among the first packets)."""
         if self._first_pts is None:
-            if not self._fresh:
-                self._seek(self.stream.start_time or 0)
-            seen: list[int] = []
-            try:
-                for packet in self.container.demux(self.stream):
-                    if packet.pts is not None:
-                        seen.append(packet.pts)
-                    if len(seen) >= 8 or packet.pts is None and packet.size == 0:
-                        break
-            except av.FFmpegError as exc:
-                raise VideoDecodeError(self.path, f"demuxing failed ({_ffmpeg_reason(exc)})") from None
-            self._fresh = False
-            self._first_pts = min(seen) if seen else int(self.stream.start_time or 0)
+            self._peek_packets()
         return self._first_pts
+
+    @property
+    def seek_is_exact(self) -> bool:
+        """False for AVI with B-frames: AVI stores no presentation times, so after a seek the
+        frame timestamps FFmpeg reconstructs are off by a frame or two (measured on Xvid files).
+        Those files are read from the start and counted instead (UCF clips are short)."""
+        if self._seek_is_exact is None:
+            self._peek_packets()
+        return self._seek_is_exact
+
+    def _peek_packets(self) -> None:
+        if not self._fresh:
+            self._seek_to_start()
+        seen: list[tuple[int, int | None]] = []
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.pts is not None:
+                    seen.append((packet.pts, packet.dts))
+                if len(seen) >= 16 or packet.pts is None and packet.size == 0:
+                    break
+        except av.FFmpegError as exc:
+            raise VideoDecodeError(self.path, f"demuxing failed ({_ffmpeg_reason(exc)})") from None
+        self._fresh = False
+        self._first_pts = min(p for p, _ in seen) if seen else int(self.stream.start_time or 0)
+        reordered = any(dts is not None and pts != dts + (seen[0][0] - (seen[0][1] or 0))
+                        for pts, dts in seen[1:]) if seen else False
+        avi = "avi" in self.container.format.name.split(",")
+        self._seek_is_exact = not (avi and reordered)
+
+    def _seek_to_start(self) -> None:
+        # The stream start, not first_pts: AVI seeks by packet order, and a B-frame file's first
+        # pts (1) would land on the second keyframe.
+        start = self.stream.start_time or 0
+        self._seek(min(start, self._first_pts) if self._first_pts is not None else start)
 
     def _seek(self, pts: int) -> None:
         try:
@@ -256,10 +280,10 @@ class _Reader:
     def frames_from(self, start_index: int) -> Iterator[tuple[int, "av.VideoFrame"]]:
         """Yield (index, frame) for frames start_index, start_index + 1, ... to the end."""
         tb = self.stream.time_base
-        anchored_at_start = start_index == 0
+        anchored_at_start = start_index == 0 or not self.seek_is_exact
         if anchored_at_start:
             if not self._fresh:
-                self._seek(self.first_pts)
+                self._seek_to_start()
         else:
             first = self.first_pts
             self._seek(first + int(math.floor(start_index / self.fps / tb)))
@@ -272,14 +296,14 @@ class _Reader:
                         index = 0
                         if frame.pts is None and not anchored_at_start:
                             # No timestamp to anchor on: restart from the file's first frame.
-                            self._seek(self.first_pts)
+                            self._seek_to_start()
                             yield from self._count_from_start(start_index)
                             return
                     else:
                         index = max(0, round(float((frame.pts - self.first_pts) * tb) * self.fps))
                         if index > start_index:
                             # The seek overshot the start: decode from the beginning instead.
-                            self._seek(self.first_pts)
+                            self._seek_to_start()
                             yield from self._count_from_start(start_index)
                             return
                 else:
