@@ -226,6 +226,7 @@ class _Reader:
                 if not self._fresh:
                     self._seek_to_start()
                 n = _count_packets(self.path, self.container, self.stream)
+                self._fresh = False
             self._num_frames = n
         return self._num_frames
 
