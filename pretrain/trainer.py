@@ -293,9 +293,12 @@ class VGANTrainer:
         sampler = StepBatchSampler(len(self.dataset), self.local_batch, rank=self.info.rank,
                                    world_size=self.info.world_size, seed=t.seed, start_step=self.step)
         workers = self.cfg.data.loader_workers
+        # Its own generator: a DataLoader iterator otherwise draws its worker base seed from the
+        # global torch RNG, which would shift the noise stream of a resumed run by one draw.
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
                           collate_fn=collate_clips, pin_memory=self.device.type == "cuda",
-                          persistent_workers=workers > 0)
+                          persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(t.seed + self.step))
 
     def _collective_flag(self, flag: bool) -> bool:
         if not self.info.enabled:

@@ -1,0 +1,187 @@
+"""pretrain.trainer on in-memory clips: resume determinism, preemption, NaN stop, export, health."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import pytest
+import torch
+
+from pretrain.data import StepBatchSampler, TensorClips
+from pretrain.models import build_discriminator
+from pretrain.schema import PretrainConfig
+from pretrain.trainer import NonFiniteLossError, VGANTrainer, latest_export, load_export
+from runkit import preemption
+from runkit.checkpoint import CheckpointManager, load_checkpoint
+
+torch.set_num_threads(1)
+
+
+def tiny_cfg(tmp_path, steps=4, **trainer) -> PretrainConfig:
+    cfg = PretrainConfig(experiment_name="tiny", output_root=str(tmp_path / "out"))
+    cfg.model.width, cfg.model.frames, cfg.model.size = 4, 16, 16
+    t = cfg.trainer
+    t.steps, t.batch_size, t.log_every, t.ckpt_every, t.num_samples = steps, 4, 1, 2, 2
+    t.deterministic, t.progress = True, False
+    for key, value in trainer.items():
+        setattr(t, key, value)
+    return cfg
+
+
+def clips(n=12, seed=0) -> TensorClips:
+    g = torch.Generator().manual_seed(seed)
+    return TensorClips(torch.rand(n, 3, 16, 16, 16, generator=g) * 2 - 1)
+
+
+IMPROVED = dict(loss="hinge", reuse_fakes=False, r1_gamma=1.0, r1_every=2, ema=True)
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    for net in ("G", "D"):
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs"
+    for opt in ("opt_g", "opt_d"):
+        for pid, sa in a[opt]["state"].items():
+            for k, v in sa.items():
+                assert torch.equal(v, b[opt]["state"][pid][k]), f"{opt} state {pid}.{k} differs"
+    if "ema" in a:
+        for key in a["ema"]:
+            assert torch.equal(a["ema"][key], b["ema"][key]), f"ema.{key} differs"
+
+
+@pytest.mark.parametrize("options", [{}, IMPROVED], ids=["paper", "improved"])
+def test_resume_is_exact(tmp_path, options):
+    straight = VGANTrainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "a")
+    straight.fit()
+    VGANTrainer(tiny_cfg(tmp_path, 2, **options), clips(), run_dir=tmp_path / "b").fit()
+    resumed = VGANTrainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "b")
+    result = resumed.fit()
+    assert result.step == 4 and resumed.step == 4
+    _assert_same_state(straight.state_dict(), resumed.state_dict())
+    rows = resumed_rows = [int(r["step"]) for r in _rows(tmp_path / "b")]
+    assert resumed_rows == [1, 2, 3, 4], rows  # metrics truncated and continued, no repeats
+    ckpt = load_checkpoint(CheckpointManager(tmp_path / "b" / "checkpoints").latest())
+    assert ckpt["step"] == 4 and isinstance(ckpt["config"], dict)
+
+
+def _rows(run_dir):
+    import csv
+
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+class _SignalAt(TensorClips):
+    """Sends SIGUSR2 to this process when item `at` is fetched (simulated preemption)."""
+
+    def __init__(self, base: TensorClips, at: int):
+        super().__init__(base.clips)
+        self.at, self.count = at, 0
+
+    def __getitem__(self, key):
+        self.count += 1
+        if self.count == self.at:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return super().__getitem__(key)
+
+
+def test_preemption_checkpoints_then_resumes_exactly(tmp_path):
+    straight = VGANTrainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "a")
+    straight.fit()
+    # item 5 is fetched for step 2: the loop finishes step 2, saves, and stops
+    victim = VGANTrainer(tiny_cfg(tmp_path, 4, ckpt_every=100), _SignalAt(clips(), at=5), run_dir=tmp_path / "b")
+    try:
+        with pytest.raises(preemption.Preempted):
+            victim.fit()
+    finally:
+        preemption.uninstall()
+    assert CheckpointManager(tmp_path / "b" / "checkpoints").all_steps() == [2]
+    assert not (tmp_path / "b" / "discriminator.pt").exists()
+    resumed = VGANTrainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "b")
+    resumed.fit()
+    _assert_same_state(straight.state_dict(), resumed.state_dict())
+
+
+class _NaNAfter(TensorClips):
+    def __init__(self, base: TensorClips, after: int):
+        super().__init__(base.clips)
+        self.after, self.count = after, 0
+
+    def __getitem__(self, key):
+        self.count += 1
+        clip = super().__getitem__(key)
+        return clip * float("nan") if self.count > self.after else clip
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_cfg(tmp_path, 10, ckpt_every=2)
+    trainer = VGANTrainer(cfg, _NaNAfter(clips(), after=4 * 3), run_dir=tmp_path / "run")  # step 4 is bad
+    with pytest.raises(NonFiniteLossError, match=r"non-finite discriminator loss at step 4.*ckpt_00000002"):
+        trainer.fit()
+    manager = CheckpointManager(tmp_path / "run" / "checkpoints")
+    assert manager.all_steps() == [2]
+    state = manager.load_latest()
+    assert all(torch.isfinite(v).all() for v in state["D"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "discriminator.pt").exists()
+
+
+def test_export_loads_with_weights_only_and_builds_d(tmp_path):
+    cfg = tiny_cfg(tmp_path, 2, ema=True)
+    cfg.model.spectral_norm, cfg.model.d_norm = True, "none"
+    trainer = VGANTrainer(cfg, clips(), run_dir=tmp_path / "out" / "tiny")
+    result = trainer.fit()
+    path = tmp_path / "out" / "tiny" / "discriminator.pt"
+    assert result.export_path == path and latest_export(tmp_path / "out") == path.resolve()
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["format"] == "vganbench.discriminator/1"
+    assert raw["clip"] == {"frames": 16, "size": 16} and raw["step"] == 2
+    assert raw["data_fingerprint"] == "in-memory"
+    assert type(raw["config"]) is dict and raw["config"]["model"]["width"] == 4
+    assert raw["arch"]["spectral_norm"] is False and raw["arch"]["norm"] == "none"
+    d = build_discriminator(load_export(path)["arch"])
+    d.load_state_dict(raw["state_dict"])
+    x = clips(2, seed=1).clips
+    trainer.D.eval()
+    with torch.no_grad():
+        assert torch.allclose(d.eval()(x), trainer.D(x), atol=1e-5)
+        assert d.forward_features(x).shape == (2, 32, 1, 1, 1)
+    run = tmp_path / "out" / "tiny"
+    for name in ("samples/samples_final.gif", "samples/samples_final.mp4", "losses.png", "metrics.csv",
+                 "config.yaml"):
+        assert (run / name).stat().st_size > 0, name
+    # Running again is a no-op that keeps the export.
+    again = VGANTrainer(cfg, clips(), run_dir=run).fit()
+    assert again.stopped == "already_finished" and again.step == 2
+
+
+def test_mismatched_model_config_refuses_to_resume(tmp_path):
+    VGANTrainer(tiny_cfg(tmp_path, 2), clips(), run_dir=tmp_path / "run").fit()
+    cfg = tiny_cfg(tmp_path, 4)
+    cfg.model.width = 8
+    with pytest.raises(Exception, match="different model config.*width"):
+        VGANTrainer(cfg, clips(), run_dir=tmp_path / "run").fit()
+
+
+def test_collapsed_mask_warns(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path, 3, collapse_window=3)
+    cfg.optim.lr_g = 0.0
+    trainer = VGANTrainer(cfg, clips(), run_dir=tmp_path / "run")
+    with torch.no_grad():
+        trainer.G.mask[0].bias.fill_(-30.0)  # sigmoid ~ 0: background only
+    with caplog.at_level(logging.WARNING, logger="pretrain.trainer"):
+        trainer.fit()
+    assert any("mask collapsed" in r.getMessage() and "background" in r.getMessage() for r in caplog.records)
+
+
+def test_step_batch_sampler_partitions_global_batches():
+    one = iter(StepBatchSampler(10, 4, seed=3))
+    two = [iter(StepBatchSampler(10, 2, rank=r, world_size=2, seed=3)) for r in range(2)]
+    for _ in range(5):  # crosses epoch boundaries
+        global_batch = sorted(next(one))
+        assert sorted(next(two[0]) + next(two[1])) == global_batch
+    late = iter(StepBatchSampler(10, 4, seed=3, start_step=3))
+    ref = iter(StepBatchSampler(10, 4, seed=3))
+    for _ in range(3):
+        next(ref)
+    assert next(late) == next(ref)
