@@ -93,3 +93,23 @@ def test_small_lists_crlf(tmp_path):
     assert load_split(videos, lists, 1, "test")[0].label == 0
     with pytest.raises(ValueError):
         load_split(videos, lists, 4, "train")
+
+
+def test_dataset_over_real_split(ucf_videos, ucf_lists):
+    import torch
+
+    from videodata.datasets import UCF101Videos
+    with pytest.warns(UserWarning, match="skipping"):
+        recs = load_split(ucf_videos, ucf_lists, 1, "train", missing="skip")
+    first = UCF101Videos(recs, 8, 16)
+    x, y = first[0]
+    assert x.shape == (3, 8, 16, 16) and x.dtype == torch.float32 and -1 <= x.min() <= x.max() <= 1
+    assert y == recs[0].label
+    torch.manual_seed(0)
+    a = UCF101Videos(recs, 8, 16, sampling="random")[1][0]
+    torch.manual_seed(0)
+    assert torch.equal(a, UCF101Videos(recs, 8, 16, sampling="random")[1][0])
+    clips, _ = UCF101Videos(recs, 4, 16, sampling="uniform", num_clips=3)[2]
+    assert clips.shape == (3, 3, 4, 16, 16)
+    with pytest.raises(ValueError):
+        UCF101Videos(recs, 4, 16, sampling="first", num_clips=3)

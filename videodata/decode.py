@@ -15,6 +15,9 @@ How a clip is read (see FACTS.md, "Video decoding"):
   8.0 ms, swscale to the scaled size + numpy crop 7.1 ms (but its crop is off-centre by a
   fraction of a pixel), decode to full-size RGB + batched torch antialiased resize 31 ms,
   `to_ndarray(width=, height=)` per frame 19 ms (and it distorts the aspect ratio).
+  Side by side on the 28 real split-1 test clips: this reader (32 frames, 64x64 crop)
+  6.9-7.4 ms/clip; torchvision.datasets.UCF101 (torchcodec 0.17) 8.7-12.1 ms/clip for the
+  native 320x240 clip alone, 29.8 ms/clip with a torch antialiased resize to 64x64.
 
 Geometry: "crop" resizes the short side to the target and takes the centre (the crop window is
 cut from the source first, then scaled once, so it is exactly centred); "stretch" resizes
