@@ -268,26 +268,40 @@ def unwrap(module: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 # BatchNorm across data-parallel processes (torch's SyncBatchNorm is GPU-only)
 # --------------------------------------------------------------------------------------------
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce (sum): the gradient of a sum over ranks is the sum of the
+    ranks' gradients. Its backward calls itself, so double backward (R1) works too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad.contiguous())
+
+
 class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics cover the global batch of every rank.
 
-    Works on any backend (gloo on CPU included) through the differentiable all-reduce of
-    torch.distributed.nn. With one process it is exactly `F.batch_norm`. Same state_dict keys as
+    Works on any backend (gloo on CPU included) through a differentiable all-reduce. With one process it is exactly `F.batch_norm`. Same state_dict keys as
     BatchNorm2d/3d, so checkpoints and exports do not depend on it.
     """
 
+    sync = True  # False: plain per-process BN (e.g. rank 0 alone drawing samples)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()
+        if not (self.training and self.sync and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 self.training or not self.track_running_stats, self.momentum, self.eps)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0] + list(range(2, x.dim()))
         xf = x.float()
         count = torch.tensor([float(x.numel() // x.shape[1])], dtype=torch.float32, device=x.device)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        stats = all_reduce(stats)
+        stats = _AllReduceSum.apply(stats)
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n

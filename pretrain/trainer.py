@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pretrain import losses
 from pretrain.data import StepBatchSampler, build_cache, CacheClips, collate_clips, resolve_path
-from pretrain.models import (Discriminator, build_generator, convert_cross_rank_bn, plain_discriminator)
+from pretrain.models import (CrossRankBatchNorm, Discriminator, build_generator, convert_cross_rank_bn, plain_discriminator)
 from pretrain.samples import plot_losses, save_samples
 from pretrain.schema import PretrainConfig, to_plain, validate
 from runkit import preemption
@@ -415,6 +415,9 @@ class VGANTrainer:
         in training, on a copy so the running statistics of the trained G are untouched."""
         source = self.ema.module if self.ema is not None else self.G
         g = copy.deepcopy(source).train()
+        for m in g.modules():
+            if isinstance(m, CrossRankBatchNorm):
+                m.sync = False  # only rank 0 samples
         with self.autocast:
             out = g.forward_all(self.fixed_z)
         return out
