@@ -116,10 +116,11 @@ class Manifest:
 
 
 def write_manifest(folder: str | Path, subset: Sequence[Labeled], *, split: int, seed: int,
-                   rule: SubsetRule, dataset: str = "") -> Manifest:
-    """Write (atomically, only if changed) `split<k>_<rule>_seed<s>.txt`; return its identity."""
+                   rule: SubsetRule, dataset: str = "", name: str | None = None) -> Manifest:
+    """Write (atomically, only if changed) `<name or split<k>_<rule>_seed<s>>.txt`; return its
+    identity. `name` serves full lists (a split's whole train or test list, in list order)."""
     text = manifest_text(subset, split=split, seed=seed, rule=rule, dataset=dataset)
-    path = Path(folder) / f"split{split}_{rule.tag}_seed{seed}.txt"
+    path = Path(folder) / f"{name or f'split{split}_{rule.tag}_seed{seed}'}.txt"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)
     return Manifest(path, manifest_hash(text), tuple(r.relpath for r in subset),
