@@ -225,7 +225,8 @@ def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
     if paired:
         _style_axes(ax, [r["labeled_per_class"] for r in paired])
     ax.set_ylabel("pretrained ÷ random")
-    ax.legend(fontsize=6, frameon=False)
+    if lines:
+        ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
     paths = [out / "relative_gain.png", out / "relative_gain.pdf"]
     for path in paths:

@@ -1,0 +1,83 @@
+"""Feature cache (extract once, atomic, keyed) and the linear / k-NN probes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transfer.evaluate import evaluate_clip_scores
+from transfer.features import FeatureKey, FeatureSpec, cached_features
+from transfer.probe import ProbeRecipe, choose_c, knn_probe, linear_probe
+
+
+def key(**kw):
+    base = dict(checkpoint_sha256="c" * 64, init="pretrained", init_seed=-1, list_name="split1_train",
+                relpaths_sha256="r" * 64, frames=16, size=32, data_fingerprint="d", spec=FeatureSpec())
+    base.update(kw)
+    return FeatureKey(**base)
+
+
+def test_features_are_computed_once_and_keyed(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.ones((2, 3, 4), np.float32) * len(calls), [0, 1], ["a.avi", "b.avi"]
+
+    first, fresh = cached_features(tmp_path, key(), compute)
+    again, fresh2 = cached_features(tmp_path, key(), compute)
+    assert (fresh, fresh2, len(calls)) == (True, False, 1)
+    np.testing.assert_array_equal(first.features, again.features)
+    assert again.relpaths == ["a.avi", "b.avi"] and list(again.labels) == [0, 1]
+    # anything that changes the numbers is a different file
+    _, fresh3 = cached_features(tmp_path, key(init="random", init_seed=0), compute)
+    _, fresh4 = cached_features(tmp_path, key(spec=FeatureSpec(pooling="avg")), compute)
+    assert fresh3 and fresh4 and len(calls) == 3
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_failed_extraction_leaves_no_file(tmp_path):
+    def broken():
+        raise RuntimeError("decoder died")
+
+    with pytest.raises(RuntimeError):
+        cached_features(tmp_path, key(), broken)
+    assert not list(tmp_path.glob("*.npz"))
+
+
+def blobs(videos_per_class, classes=4, clips=3, dims=8, seed=0, spread=0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dims)) * 3
+    labels = np.repeat(np.arange(classes), videos_per_class)
+    feats = centres[labels][:, None, :] + rng.normal(scale=spread, size=(len(labels), clips, dims))
+    return feats.astype(np.float32), labels
+
+
+def test_linear_probe_separable_and_cv_on_train_only():
+    train, ytr = blobs(6)
+    test, yte = blobs(5, seed=0)[0][:20], np.repeat(np.arange(4), 5)
+    out = linear_probe(train, ytr, test, 4, ProbeRecipe(c_grid=(0.01, 1.0), folds=3), seed=0)
+    assert out.info["cv_folds"] == 3 and set(out.info["cv_scores"]) == {"0.01", "1"}
+    assert evaluate_clip_scores(out.test_proba, yte, scores_are_probabilities=True)["video_acc"] == 1.0
+    assert np.allclose(out.test_proba.sum(-1), 1.0)
+
+
+def test_one_video_per_class_falls_back_to_fixed_c():
+    train, ytr = blobs(1)
+    recipe = ProbeRecipe(fallback_c=0.5)
+    out = linear_probe(train, ytr, train, 4, recipe, seed=0)
+    assert out.info["C"] == 0.5 and out.info["cv_folds"] == 0 and "smallest class" in out.info["reason"]
+
+
+def test_cv_groups_clips_of_a_video():
+    x = np.repeat(np.eye(4), 3, axis=0)  # 4 videos x 3 identical clips, 2 classes
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    groups = np.repeat(np.arange(4), 3)
+    chosen = choose_c(x, y, groups, ProbeRecipe(c_grid=(0.1, 1.0), folds=3), seed=0)
+    # 2 videos per class -> at most 2 folds; a clip's twins never sit on both sides of a fold
+    assert chosen["cv_folds"] == 2
+
+
+def test_knn_probe():
+    train, ytr = blobs(4)
+    out = knn_probe(train, ytr, train, 4, ProbeRecipe(knn_k=3, train_clips=2))
+    assert evaluate_clip_scores(out.test_proba, ytr, scores_are_probabilities=True)["video_acc"] == 1.0

@@ -1,0 +1,124 @@
+"""The sweep end to end on a tiny synthetic set with a tiny exported discriminator (debug
+executor: every job runs in this process)."""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from runkit import preemption
+from transfer import cells as cells_mod
+from transfer import features as features_mod
+from transfer.ledger import Ledger, stable_view
+from transfer.runner import SweepSpec, plan_sweep, run_sweep, sweep_status
+from transfer.sweep import main as sweep_main
+from transfer.testing import TINY_RECIPE, write_tiny_export
+
+TINY_SET = dict(num_classes=3, clips_per_group=1, unlabeled_videos=0, frames=20, width=32, height=32,
+                workers=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"root": root, "checkpoint": write_tiny_export(root / "pre" / "discriminator.pt")}
+
+
+def spec_for(tiny, out: str, **kw) -> SweepSpec:
+    base = dict(fractions=(0.1, 1.0), seeds=(0,), protocols=("finetune", "linear"),
+                checkpoint=str(tiny["checkpoint"]), root=str(tiny["root"] / "data"), overrides=TINY_RECIPE,
+                out=str(tiny["root"] / out), cache_root=str(tiny["root"] / "cache"), executor="debug",
+                threads=1, cache_workers=1, show_progress=False, synthetic=TINY_SET)
+    base.update(kw)
+    return SweepSpec(**base)
+
+
+def stable_ledger(out: Path) -> dict:
+    return {e["cell_id"]: stable_view(e) for e in Ledger(out / "ledger").entries()}
+
+
+def tables(out: Path) -> dict:
+    return {p.name: p.read_text() for p in sorted((out / "report").glob("*")) if p.suffix in (".csv", ".md", ".tex")}
+
+
+def test_interrupted_sweep_equals_uninterrupted_and_extracts_once(tiny, monkeypatch):
+    extractions = []
+    real_extract = features_mod.extract_features
+
+    def counting_extract(*args, **kwargs):
+        extractions.append(1)
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(features_mod, "extract_features", counting_extract)
+    straight = run_sweep(spec_for(tiny, "straight"))
+    assert straight["status"]["done"] == 8 and straight["status"]["failed"] == 0
+    # 2 inits x (train list + test list), shared by both fractions
+    assert len(extractions) == 4
+
+    # second sweep: preempt the first fine-tune cell mid-training and stop after 3 jobs
+    calls = {"n": 0}
+
+    def requested():
+        calls["n"] += 1
+        if calls["n"] == 4:
+            preemption._state["requested"] = (signal.SIGUSR2, None)
+        return preemption._state["requested"] is not None
+
+    monkeypatch.setattr(preemption, "requested", requested)
+    partial = run_sweep(spec_for(tiny, "cut"), stop_after_jobs=3)
+    monkeypatch.setattr(preemption, "requested", lambda: preemption._state["requested"] is not None)
+    assert partial["status"]["running"] + partial["status"]["interrupted"] == 1
+    assert partial["status"]["pending"] == 3 and partial["status"]["done"] == 4
+    cut = tiny["root"] / "cut"
+    saved = sorted((cut / "cells").glob("finetune-*/ckpt/ckpt_*.pt"))
+    assert len({p.parent for p in saved}) == 1 and saved[-1].name == "ckpt_00000003.pt"
+    resumed = run_sweep(spec_for(tiny, "cut"))
+    assert resumed["skipped"] == 4 and resumed["status"]["done"] == 8
+    assert stable_ledger(cut) == stable_ledger(tiny["root"] / "straight")
+    assert tables(cut) == tables(tiny["root"] / "straight")
+    assert len(extractions) == 8  # the second sweep's own feature folder: 4 more, never per cell
+    # a third run has nothing left to do
+    assert run_sweep(spec_for(tiny, "cut"))["skipped"] == 8
+
+
+def test_failed_cell_is_recorded_and_retried(tiny, monkeypatch):
+    def explode(ctx, cell):
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(cells_mod, "_run_probe", explode)
+    spec = spec_for(tiny, "failing", fractions=(1.0,), protocols=("linear", "finetune"), inits=("random",))
+    first = run_sweep(spec)
+    assert first["status"]["failed"] == 1 and first["status"]["done"] == 1
+    failed = [e for e in Ledger(tiny["root"] / "failing" / "ledger").entries() if e["status"] == "failed"][0]
+    assert "probe exploded" in failed["error"] and failed["cell"]["protocol"] == "linear"
+    monkeypatch.undo()
+    again = run_sweep(spec)
+    assert again["skipped"] == 1 and again["status"]["done"] == 2
+    assert sweep_status(spec)["done"] and not sweep_status(spec)["failed"]
+
+
+def test_manifests_are_recorded_in_results(tiny):
+    plan = plan_sweep(spec_for(tiny, "straight"))
+    ledger = Ledger(plan.out_dir / "ledger")
+    for cell in plan.cells:
+        entry = ledger.read(cell.cell_id)
+        assert entry["result"]["manifest_sha256"] == cell.manifest_sha256
+        assert cell.manifest_sha256[:10] != cell.key[:10]
+    shas = {c.rule_tag: c.manifest_sha256 for c in plan.cells}
+    assert shas["f0.1"] != shas["f1"]
+
+
+def test_cli_dry_run_status_and_missing_checkpoint(tiny, capsys, tmp_path):
+    common = ["--fractions", "0.1,1", "--seeds", "0", "--root", str(tiny["root"] / "data"),
+              "--out", str(tiny["root"] / "straight"), "--executor", "debug"]
+    # the tiny set and recipe are not the defaults: only run what needs no training
+    assert sweep_main(common + ["--checkpoint", str(tmp_path / "nope.pt"), "--dry-run"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # no checkpoint given and no LATEST: say to run pretraining first
+    import transfer.runner as runner
+
+    monkey_root = tmp_path / "pretrain"
+    spec = SweepSpec(pretrain_root=str(monkey_root))
+    with pytest.raises(runner.SweepError, match=r"python pretrain/run.py"):
+        runner.resolve_checkpoint(spec)
