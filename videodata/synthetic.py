@@ -53,12 +53,20 @@ MOTIONS = (
     "MoveRight",
     "MoveUp",
     "MoveDown",
+    "MoveUpLeft",
+    "MoveUpRight",
+    "MoveDownLeft",
+    "MoveDownRight",
+    "ShakeHorizontal",
+    "ShakeVertical",
+    # Harder families, only with num_classes > 10. A width-16 3D CNN (the paper's D, random
+    # init, Adam 2e-4, batch 32, 16x32x32 clips, 72 videos/class) kept these four confused with
+    # one another (~30% each after 500 iterations) while the ten above reach 90-92% test
+    # accuracy after 500-700 iterations, so the default set leaves them out.
     "Grow",
     "Shrink",
     "RotateClockwise",
     "RotateCounterclockwise",
-    "ShakeHorizontal",
-    "ShakeVertical",
 )
 SHAPES = ("rectangle", "ellipse", "triangle", "cross", "diamond")
 _SUPERSAMPLE = 2  # anti-aliased edges, so sub-pixel motion stays smooth
@@ -82,8 +90,8 @@ class SyntheticConfig:
     height: int = 48
     fps: int = 25
     speed_range: tuple[float, float] = (0.07, 0.12)
-    size_range: tuple[float, float] = (0.36, 0.72)  # object diameter / frame height
-    background_contrast: float = 0.2  # 0 = flat background, 1 = full-range gradients and blobs
+    size_range: tuple[float, float] = (0.36, 0.8)  # object diameter / frame height
+    background_contrast: float = 0.15  # 0 = flat background, 1 = full-range gradients and blobs
     bit_rate: int = 600_000
     seed: int = 0
     workers: int = 2
@@ -181,10 +189,15 @@ def split_groups(split: int) -> range:
 # ----------------------------------------------------------------------------- rendering
 
 def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
-    """Smooth low-contrast background: a colour gradient plus a few soft blobs."""
+    """Smooth, dark, low-contrast background of any hue: a colour gradient plus soft blobs.
+
+    Backgrounds stay darker than every object. A fixed brightness polarity (bright object on a
+    darker scene) lets a small 3D CNN learn one set of moving-edge detectors instead of
+    memorising each video's colours (measured: with free polarity it memorised, 16% test).
+    """
     h, w = cfg.height, cfg.width
     amp = 255.0 * cfg.background_contrast
-    base = rng.uniform(60, 195, size=3)
+    base = rng.uniform(10, 100, size=3)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     ys, xs = (ys + 0.5) / h, (xs + 0.5) / h  # height units
     theta = rng.uniform(0, 2 * np.pi)
@@ -196,22 +209,16 @@ def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
         sigma = rng.uniform(0.15, 0.35)
         blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
         img = img + blob[..., None] * rng.uniform(-0.6, 0.6, size=3) * amp
-    return np.clip(img, 0, 255).astype(np.float32)
+    return np.clip(img, 0, 130).astype(np.float32)
 
 
-def _object_colours(rng: np.random.Generator, bg_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A body colour far from the background and a stripe colour far from the body."""
-    body = rng.uniform(0, 255, size=3)
-    for _ in range(100):
-        if np.linalg.norm(body - bg_mean) >= 110:
-            break
-        body = rng.uniform(0, 255, size=3)
-    stripe = rng.uniform(0, 255, size=3)
-    for _ in range(100):
-        if np.linalg.norm(stripe - body) >= 90 and np.linalg.norm(stripe - bg_mean) >= 60:
-            break
-        stripe = rng.uniform(0, 255, size=3)
-    return body.astype(np.float32), stripe.astype(np.float32)
+def _object_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A bright body of any hue and a darker tip of another hue (still brighter than the scene)."""
+    body = rng.uniform(0, 1, size=3)
+    body = 150 + 105 * body / body.max()  # brightest channel at 255, others >= 150
+    tip = rng.uniform(0, 1, size=3)
+    tip = 60 + 80 * tip / tip.max()
+    return body.astype(np.float32), tip.astype(np.float32)
 
 
 def _inside(shape: str, u: np.ndarray, v: np.ndarray, aspect: float) -> np.ndarray:
@@ -243,14 +250,12 @@ def _trajectory(motion: str, rng: np.random.Generator, cfg: SyntheticConfig
     angle0 = rng.uniform(0, 2 * np.pi)
     radius = np.full_like(t, np.exp(rng.uniform(log_lo, log_hi)))
     x, y, angle = np.full_like(t, x0), np.full_like(t, y0), np.full_like(t, angle0)
-    if motion == "MoveLeft":
-        x = x0 - speed * t
-    elif motion == "MoveRight":
-        x = x0 + speed * t
-    elif motion == "MoveUp":
-        y = y0 - speed * t
-    elif motion == "MoveDown":
-        y = y0 + speed * t
+    if motion.startswith("Move"):
+        dx = ("Right" in motion) - ("Left" in motion)
+        dy = ("Down" in motion) - ("Up" in motion)  # image y points down
+        norm = np.hypot(dx, dy)
+        x = x0 + speed * dx / norm * t
+        y = y0 + speed * dy / norm * t
     elif motion in ("Grow", "Shrink"):
         # Sawtooth in log size with a random phase: log-uniform size in every frame, like the
         # other classes, and a full growth (or shrink) sweep every 8-12 frames.
@@ -263,8 +268,11 @@ def _trajectory(motion: str, rng: np.random.Generator, cfg: SyntheticConfig
         omega = np.clip(speed / (0.8 * radius[0]), 0.14, 0.45)
         angle = angle0 + (omega if motion == "RotateClockwise" else -omega) * t
     elif motion in ("ShakeHorizontal", "ShakeVertical"):
-        period = rng.uniform(6, 10)
-        amplitude = 1.5 * speed * period / (2 * np.pi)
+        # The direction flips every 3.2-4.5 frames: within any short window a shake differs
+        # from a translation on the same axis (periods 8-12 got confused with translations;
+        # periods 5-8 with small amplitude blurred horizontal vs vertical).
+        period = rng.uniform(6.5, 9)
+        amplitude = speed * period / np.pi  # peak speed 2 * speed
         offset = amplitude * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
         if motion == "ShakeHorizontal":
             x = x0 + offset
@@ -281,7 +289,7 @@ def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
     h, w, ss = cfg.height, cfg.width, _SUPERSAMPLE
     # Appearance first, then motion: appearance draws never depend on the class.
     bg = _background(rng, cfg)
-    body, stripe = _object_colours(rng, bg.reshape(-1, 3).mean(0))
+    body, stripe = _object_colours(rng)
     shape = SHAPES[rng.integers(len(SHAPES))]
     aspect = rng.uniform(0.45, 0.7)
     x, y, radius, angle = _trajectory(MOTIONS[spec.motion], rng, cfg)
