@@ -122,3 +122,25 @@ def test_cli_dry_run_status_and_missing_checkpoint(tiny, capsys, tmp_path):
     spec = SweepSpec(pretrain_root=str(monkey_root))
     with pytest.raises(runner.SweepError, match=r"python pretrain/run.py"):
         runner.resolve_checkpoint(spec)
+
+
+@pytest.mark.slurm
+def test_sweep_as_a_slurm_job_array(tiny):
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=True).returncode != 0:
+        pytest.skip("no reachable SLURM cluster (bash slurm/local-cluster/start.sh)")
+    spec = spec_for(tiny, "slurm", fractions=(1.0,), protocols=("linear", "finetune"), inits=("pretrained",),
+                    executor="slurm", cluster="local")
+    summary = run_sweep(spec)
+    assert summary["status"]["done"] == 2, summary
+    out = tiny["root"] / "slurm"
+    assert set(__import__("json").loads((out / "jobs.json").read_text())) == {
+        e["cell_id"] for e in Ledger(out / "ledger").entries()}
+    # the same cells as the in-process executor gives (same ledger up to run info)
+    local = run_sweep(spec_for(tiny, "slurm-twin", fractions=(1.0,), protocols=("linear", "finetune"),
+                               inits=("pretrained",)))
+    assert local["status"]["done"] == 2
+    assert stable_ledger(out) == stable_ledger(tiny["root"] / "slurm-twin")
+    assert sweep_status(spec)["done"] and not sweep_status(spec)["failed"]

@@ -274,8 +274,6 @@ def _execute(plan: SweepPlan, jobs: list[list[Cell]], stop_after: int | None) ->
 
     spec, ctx = plan.spec, plan.ctx
     executor = make_executor(spec.executor, plan.out_dir / "jobs", spec.cluster, job_name="transfer")
-    if spec.executor != "debug":
-        executor.update_parameters(timeout_min=max(5, int(executor.profile.timeout_min)))
     total = sum(len(j) for j in jobs)
     bar = progress(total=total, desc="cells", unit="cell", disable=not spec.show_progress)
     counts = {"done": 0, "failed": 0, "running": 0, "lost": 0}
