@@ -42,7 +42,7 @@ from runkit.atomic import atomic_open, atomic_write_bytes, atomic_write_json
 from runkit.logging import progress
 
 # Bump when rendering changes: it is part of the config hash, so old sets regenerate.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 STAMP_NAME = "synthetic.json"
 NUM_GROUPS = 25  # UCF101 has 25 groups; split k tests on groups 7(k-1)+1 .. 7k
 SPLITS = (1, 2, 3)
@@ -298,12 +298,14 @@ def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
     gy, gx = (gy + 0.5) / ss, (gx + 0.5) / ss
     frames = np.empty((cfg.frames, h, w, 3), dtype=np.uint8)
     for i in range(cfg.frames):
+        # Python floats keep the grid math in float32 (numpy scalars would promote to float64).
+        cx, cy, inv_r = float(x[i]), float(y[i]), 1.0 / float(radius[i])
+        c, s = float(np.cos(angle[i])) * inv_r, float(np.sin(angle[i])) * inv_r
         # Wrap-around canvas: an object leaving one side re-enters on the other.
-        dx = np.mod(gx - x[i] + w / 2, w) - w / 2
-        dy = np.mod(gy - y[i] + h / 2, h) - h / 2
-        c, s = np.cos(angle[i]), np.sin(angle[i])
-        u = (c * dx + s * dy) / radius[i]
-        v = (-s * dx + c * dy) / radius[i]
+        dx = np.mod(gx - (cx - w / 2), w) - w / 2
+        dy = np.mod(gy - (cy - h / 2), h) - h / 2
+        u = c * dx + s * dy
+        v = c * dy - s * dx
         inside = _inside(shape, u, v, aspect)
         tip = inside & (u > 0.35)  # a second colour at one end shows rotation and orientation
         a_all = inside.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
