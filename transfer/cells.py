@@ -139,7 +139,7 @@ def _metrics_result(ctx: SweepContext, cell: Cell, scores: np.ndarray, test_labe
 
 # ----------------------------------------------------------------------------------- protocols
 
-def _run_finetune(ctx: SweepContext, cell: Cell) -> dict:
+def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     from transfer.classifier import build_classifier, load_export
     from transfer.finetune import FinetuneRecipe, finetune, predict_clips
 
@@ -192,7 +192,7 @@ def extract_stage(ctx: SweepContext, init: str, split_lists: tuple[str, ...]) ->
     return [str(feature_set(ctx, init, name)[0].path) for name in split_lists]
 
 
-def _run_probe(ctx: SweepContext, cell: Cell) -> dict:
+def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     from transfer.probe import ProbeRecipe, knn_probe, linear_probe
 
     recipe = ProbeRecipe.from_dict(ctx.probe)
