@@ -144,3 +144,17 @@ def test_sweep_as_a_slurm_job_array(tiny):
     assert local["status"]["done"] == 2
     assert stable_ledger(out) == stable_ledger(tiny["root"] / "slurm-twin")
     assert sweep_status(spec)["done"] and not sweep_status(spec)["failed"]
+
+
+def test_knn_and_linear_share_one_extraction(tiny, monkeypatch):
+    extractions = []
+    real_extract = features_mod.extract_features
+    monkeypatch.setattr(features_mod, "extract_features",
+                        lambda *a, **k: extractions.append(1) or real_extract(*a, **k))
+    summary = run_sweep(spec_for(tiny, "knn", fractions=(0.1, 1.0), seeds=(0, 1), protocols=("linear", "knn"),
+                                 inits=("pretrained",)))
+    assert summary["status"]["done"] == 8
+    assert len(extractions) == 2  # train list + test list, for 8 cells of two protocols
+    entries = Ledger(tiny["root"] / "knn" / "ledger").entries()
+    assert {e["cell"]["protocol"] for e in entries} == {"linear", "knn"}
+    assert all(0.0 <= e["result"]["video_acc"] <= 1.0 for e in entries)
