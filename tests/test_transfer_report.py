@@ -75,3 +75,18 @@ def test_write_report_from_ledger_alone(tmp_path):
     first = {k: p.read_bytes() for k, p in written.items() if p.suffix in (".csv", ".md", ".tex")}
     again = write_report(tmp_path, figures=False)
     assert {k: again[k].read_bytes() for k in first} == first
+
+
+def test_report_keeps_only_the_cells_of_the_current_plan(tmp_path):
+    import json
+
+    led = Ledger(tmp_path / "ledger")
+    current = [e for e in fake_ledger() if e["status"] == "done"]
+    for e in current:
+        led.mark_done(e["cell_id"], e["cell"], e["result"])
+    stale = entry("finetune", "pretrained", 1, 0, "f1", 72, 0.0)
+    stale["cell_id"] = "finetune_pretrained_old_recipe"
+    led.mark_done(stale["cell_id"], stale["cell"], stale["result"])
+    (tmp_path / "sweep.json").write_text(json.dumps({"cells": [e["cell_id"] for e in current]}))
+    md = write_report(tmp_path, figures=False)["results.md"].read_text()
+    assert "60.0 ± 10.0" in md and "| 4 |" not in md

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -237,10 +238,21 @@ def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- entry
 
+def current_entries(sweep_dir: Path) -> list[dict]:
+    """The ledger's entries for the cells of the sweep's latest plan (`sweep.json`). A changed
+    recipe or checkpoint makes new cells; the old ones stay in the ledger but out of the tables."""
+    entries = Ledger(sweep_dir / "ledger").entries()
+    plan = sweep_dir / "sweep.json"
+    if plan.is_file():
+        wanted = set(json.loads(plan.read_text())["cells"])
+        entries = [e for e in entries if e["cell_id"] in wanted]
+    return entries
+
+
 def write_report(sweep_dir: str | Path, metric: str = "video_acc", figures: bool = True) -> dict[str, Path]:
     """Regenerate every table (and figure) of a sweep from its ledger; returns the written paths."""
     sweep_dir = Path(sweep_dir)
-    entries = Ledger(sweep_dir / "ledger").entries()
+    entries = current_entries(sweep_dir)
     out = sweep_dir / "report"
     table = aggregate(entries, metric)
     paired = paired_differences(entries, metric)
