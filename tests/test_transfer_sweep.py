@@ -158,3 +158,16 @@ def test_knn_and_linear_share_one_extraction(tiny, monkeypatch):
     entries = Ledger(tiny["root"] / "knn" / "ledger").entries()
     assert {e["cell"]["protocol"] for e in entries} == {"linear", "knn"}
     assert all(0.0 <= e["result"]["video_acc"] <= 1.0 for e in entries)
+
+
+def test_local_executor_runs_cells_in_subprocesses(tiny):
+    spec = spec_for(tiny, "local", fractions=(1.0,), protocols=("linear", "finetune"), inits=("random",),
+                    executor="local", max_parallel=2)
+    summary = run_sweep(spec)
+    assert summary["status"]["done"] == 2, summary
+    pids = {e["run"]["pid"] for e in Ledger(tiny["root"] / "local" / "ledger").entries()}
+    assert len(pids) == 2 and __import__("os").getpid() not in pids
+    twin = run_sweep(spec_for(tiny, "local-twin", fractions=(1.0,), protocols=("linear", "finetune"),
+                              inits=("random",)))
+    assert twin["status"]["done"] == 2
+    assert stable_ledger(tiny["root"] / "local") == stable_ledger(tiny["root"] / "local-twin")
