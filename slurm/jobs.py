@@ -109,13 +109,6 @@ def queue_state(job_id: str) -> str | None:
     return queue_info(job_id).get("JobState")
 
 
-def start_now(job_id: str) -> bool:
-    """Let a pending (e.g. just requeued, reason BeginTime) job start at once. True if done."""
-    result = subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
-                            capture_output=True, text=True, timeout=30, check=False)
-    return result.returncode == 0
-
-
 # ------------------------------------------------------------------------------ waiting/results
 @dataclass
 class JobOutcome:

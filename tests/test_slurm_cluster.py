@@ -19,8 +19,7 @@ import pytest
 from runkit import preemption
 from runkit.atomic import atomic_write_json, atomic_write_text
 from slurm.executors import make_executor
-from slurm.jobs import (PreemptibleCall, collect_results, queue_info, start_now, submit_array,
-                        wait_jobs)
+from slurm.jobs import PreemptibleCall, collect_results, queue_info, submit_array, wait_jobs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START = REPO_ROOT / "slurm" / "local-cluster" / "start.sh"
@@ -53,11 +52,13 @@ def slurm_executor(folder: Path, **overrides):
     return make_executor("slurm", folder / "%j", cluster="local", **overrides)
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.3) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.3,
+               describe: Callable[[], str] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            state = f"; last state: {describe()}" if describe else ""
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{state}")
         time.sleep(poll_s)
 
 
@@ -76,15 +77,14 @@ def interrupt_and_requeue(job, attempt_has_progress: Callable[[int], bool], time
         began = time.monotonic()
         job._interrupt()  # SIGTERM then SIGUSR2, as on a real preemption
 
+        # The requeued job waits out the cluster's cred_expire (reason BeginTime) on purpose:
+        # forcing StartTime=now races slurmd's revoked credential and kills the job.
         def running_again() -> bool:
             info = queue_info(job.job_id)
-            if int(info.get("Restarts", "0")) <= attempt:
-                return False
-            if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
-                start_now(job.job_id)  # skip the requeue hold (AuthInfo cred_expire)
-            return info.get("JobState") == "RUNNING"
+            return int(info.get("Restarts", "0")) > attempt and info.get("JobState") == "RUNNING"
 
-        wait_until(running_again, timeout_s, f"job {job.job_id} to be requeued and run again")
+        wait_until(running_again, timeout_s, f"job {job.job_id} to be requeued and run again",
+                   describe=lambda: str(queue_info(job.job_id)))
         cycles.append(time.monotonic() - began)
     return cycles
 
