@@ -55,8 +55,9 @@ class SweepSpec:
     recipe: str = "demo"
     overrides: dict = field(default_factory=dict)   # {"finetune": {...}, "probe": {...}, ...}
     out: str | None = None
-    cache_root: str = "outputs/cache"
-    pretrain_root: str = "outputs/pretrain"
+    output_root: str = "outputs"                    # the main job's outputs: data/, cache/, pretrain/, transfer/
+    cache_root: str | None = None                   # default <output_root>/cache
+    pretrain_root: str | None = None                # default <output_root>/pretrain
     executor: str = "local"
     cluster: str = "local"
     max_parallel: int = 1
@@ -64,6 +65,17 @@ class SweepSpec:
     cache_workers: int = 2
     show_progress: bool = True
     synthetic: dict = field(default_factory=dict)   # SyntheticConfig overrides (tests)
+
+    def under_outputs(self, name: str) -> Path:
+        return _resolve(self.output_root) / name
+
+    @property
+    def cache_dir(self) -> Path:
+        return _resolve(self.cache_root) if self.cache_root else self.under_outputs("cache")
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return _resolve(self.pretrain_root) if self.pretrain_root else self.under_outputs("pretrain")
 
     def rules(self) -> list[SubsetRule]:
         if self.per_class:
@@ -111,7 +123,7 @@ def resolve_checkpoint(spec: SweepSpec) -> Path:
         if not path.is_file():
             raise SweepError(f"checkpoint {path} does not exist")
         return path
-    pointer = _resolve(spec.pretrain_root) / "LATEST"
+    pointer = spec.pretrain_dir / "LATEST"
     if not pointer.is_file():
         raise SweepError(f"no pretrained discriminator: {pointer} not found. Run `python pretrain/run.py` "
                          f"first (or pass --checkpoint PATH/discriminator.pt)")
@@ -132,8 +144,8 @@ def resolve_data(spec: SweepSpec) -> DataLayout:
     if spec.data == "synthetic":
         from videodata.synthetic import SyntheticConfig, generate
 
-        cfg = SyntheticConfig(root=str(_resolve(spec.root or SyntheticConfig.root)),
-                              progress=spec.show_progress, **spec.synthetic)
+        root = _resolve(spec.root) if spec.root else spec.under_outputs("data/synthetic")
+        cfg = SyntheticConfig(root=str(root), progress=spec.show_progress, **spec.synthetic)
         layout = generate(cfg)
         return DataLayout(Path(layout.video_root), Path(layout.lists_dir), f"synthetic:{cfg.fingerprint}")
     root = _resolve(spec.root)
@@ -160,7 +172,7 @@ def default_out(spec: SweepSpec, checkpoint: Path) -> Path:
     name = f"{spec.data}-{checkpoint.parent.name}-{spec.recipe}"
     if spec.overrides:
         name += "-" + hashlib.sha256(json.dumps(spec.overrides, sort_keys=True).encode()).hexdigest()[:8]
-    return _resolve("outputs/transfer") / name
+    return spec.under_outputs("transfer") / name
 
 
 def plan_sweep(spec: SweepSpec) -> SweepPlan:
@@ -221,7 +233,7 @@ def build_cache(plan: SweepPlan, workers: int = 2) -> SweepPlan:
     """Decode every labeled video once at the checkpoint's resolution (reused across sweeps)."""
     from videodata.cache import ClipCache
 
-    cache = ClipCache.build(plan.records, _resolve(plan.spec.cache_root), size=plan.ctx.size,
+    cache = ClipCache.build(plan.records, plan.spec.cache_dir, size=plan.ctx.size,
                             max_frames=plan.recipe.get("cache", {}).get("max_frames"), workers=workers,
                             show_progress=plan.spec.show_progress)
     plan.ctx = replace(plan.ctx, cache_dir=str(cache.folder))

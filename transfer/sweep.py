@@ -65,7 +65,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cluster", default="local", help="cluster profile (slurm/conf/cluster/<name>.yaml)")
     p.add_argument("--max-parallel", type=int, default=1, help="local jobs at once")
     p.add_argument("--threads", type=int, default=2, help="torch threads per job")
-    p.add_argument("--out", default=None, help="sweep folder (default outputs/transfer/<derived name>)")
+    p.add_argument("--output-root", default="outputs",
+                   help="where data/, cache/, pretrain/ (the LATEST export) and transfer/ live")
+    p.add_argument("--out", default=None, help="sweep folder (default <output-root>/transfer/<derived name>)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     p.add_argument("--status", action="store_true", help="show done/running/failed/pending and exit")
     p.add_argument("--no-progress", action="store_true")
@@ -78,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = SweepSpec(fractions=args.fractions, per_class=args.per_class, seeds=args.seeds,
                          splits=args.splits, inits=args.inits, protocols=args.protocols,
                          checkpoint=args.checkpoint, data=args.data, root=args.root, recipe=args.recipe,
-                         overrides=_set(args.overrides), out=args.out, executor=args.executor,
-                         cluster=args.cluster, max_parallel=args.max_parallel, threads=args.threads,
+                         overrides=_set(args.overrides), out=args.out, output_root=args.output_root,
+                         executor=args.executor, cluster=args.cluster, max_parallel=args.max_parallel, threads=args.threads,
                          show_progress=not args.no_progress)
         if args.dry_run:
             plan = plan_sweep(spec)
