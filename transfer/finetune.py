@@ -2,13 +2,24 @@
 
 One loop, the paper's recipe by default (Adam 2e-4, betas (0.5, 0.999), batch 256, 1000
 iterations, first frames, no augmentation). The CPU demo preset (conf/recipe/demo.yaml) changes
-only numbers. Resume: every `checkpoint_every` steps, at the end, and at a preemption request
-the model, optimiser, scheduler, step, the global RNGs and the batch sampler's own generator go
-into a per-cell `CheckpointManager`; a re-run restores them and continues, so an interrupted cell
-ends with the same weights as an uninterrupted one.
+only numbers. Beyond the paper (conf/recipe/improved*.yaml), all off by default: AdamW from
+timm's factory (no decay on biases and norm weights), label smoothing, a zoom (scale) jitter, and
+an EMA of the weights (timm `ModelEmaV3`) that replaces the trained weights at the end, so
+evaluation uses the EMA. timm's schedulers are not used: their warm-up starts from
+`warmup_lr_init` and would change the existing recipes' learning-rate curve.
+
+Resume: every `checkpoint_every` steps, at the end, and at a preemption request the model, EMA,
+optimiser, scheduler, step, the global RNGs, the augmentation generator and the batch sampler's
+own generator go into a per-cell `CheckpointManager`; a re-run restores them and continues, so an
+interrupted cell ends with the same weights as an uninterrupted one.
 
 Augmentation never mirrors or reverses clips: in a motion-defined label set (move left/right,
-rotate clockwise/counter-clockwise) a horizontal flip or a time reversal changes the label.
+rotate clockwise/counter-clockwise) a horizontal flip or a time reversal changes the label. The
+spatial shift and the zoom use one box for every frame of a clip, so motion direction (and
+grow/shrink, which a zoom that changed over time would mimic) is kept; the zoom is isotropic,
+so a diagonal move keeps its angle. Temporal jitter is the random clip start (`sampling:
+random`). A random frame stride is not used: it changes the object's speed, and stride 2 on the
+32-frame synthetic videos would leave a 16-frame clip no room for a random start.
 """
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from runkit import preemption
 from runkit.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
@@ -31,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SAMPLINGS = ("first", "random")
 SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "adamw")
 
 
 class ClipSource(Protocol):
@@ -49,11 +62,16 @@ class FinetuneRecipe:
     beta1: float = 0.5
     beta2: float = 0.999
     weight_decay: float = 0.0
+    optimizer: str = "adam"         # "adamw": decoupled decay, none on biases / norm weights (timm)
+    label_smoothing: float = 0.0
     schedule: str = "constant"      # "cosine": cosine decay to 0 after `warmup` linear steps
     warmup: int = 0
     dropout: float = 0.5
     sampling: str = "first"         # training clip start: "first" (paper) or "random"
     shift: int = 0                  # random translation in pixels (0 = no augmentation)
+    min_crop: float = 1.0           # zoom jitter: crop side in [min_crop, 1] of the frame (1 = off)
+    ema_decay: float = 0.0          # EMA of the weights, used for evaluation (0 = off)
+    ema_warmup: bool = False        # timm's decay warm-up: 1 - (1 + step)^-3/4, capped at ema_decay
     eval_clips: int = 10
     eval_batch: int = 64
     checkpoint_every: int = 100
@@ -64,8 +82,18 @@ class FinetuneRecipe:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.iterations < 1 or self.batch_size < 1 or self.eval_clips < 1:
             raise ValueError("iterations, batch_size and eval_clips must be >= 1")
+        if self.shift < 0:
+            raise ValueError(f"shift must be >= 0 pixels, got {self.shift}")
+        if not 0.0 < self.min_crop <= 1.0:
+            raise ValueError(f"min_crop must be in (0, 1], got {self.min_crop}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "FinetuneRecipe":
@@ -92,6 +120,46 @@ def random_shift(batch: torch.Tensor, pixels: int, generator: torch.Generator) -
     padded = nn.functional.pad(batch, (pixels, pixels, pixels, pixels, 0, 0), mode="replicate")
     offsets = torch.randint(0, 2 * pixels + 1, (b, 2), generator=generator)
     return torch.stack([padded[i, :, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+def random_zoom(batch: torch.Tensor, min_crop: float, generator: torch.Generator) -> torch.Tensor:
+    """Zoom each clip into a random box (side in [min_crop, 1] of the frame, same aspect), resized back.
+
+    Random-resized-crop without the aspect jitter: the same box on every frame, so the motion's
+    direction and the object's growth or shrinkage over time are unchanged.
+    """
+    if min_crop >= 1.0:
+        return batch
+    b, c, t, h, w = batch.shape
+    draws = torch.rand(b, 3, generator=generator)
+    side = min_crop + (1.0 - min_crop) * draws[:, 0]
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    theta[:, :, 2] = (1.0 - side)[:, None] * (2.0 * draws[:, 1:] - 1.0)  # box stays inside the frame
+    frames = batch.transpose(1, 2).reshape(b * t, c, h, w)  # frames as images: time is never mixed
+    grid = F.affine_grid(theta.repeat_interleave(t, dim=0), list(frames.shape), align_corners=False)
+    out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(b, t, c, h, w).transpose(1, 2).contiguous()
+
+
+def make_optimizer(model: nn.Module, recipe: FinetuneRecipe) -> torch.optim.Optimizer:
+    betas = (recipe.beta1, recipe.beta2)
+    if recipe.optimizer == "adamw":
+        from timm.optim import create_optimizer_v2
+
+        return create_optimizer_v2(model, "adamw", lr=recipe.lr, weight_decay=recipe.weight_decay, betas=betas)
+    # the paper's Adam (L2 added to every gradient), unchanged so the existing recipes' numbers hold
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=betas, weight_decay=recipe.weight_decay)
+
+
+def make_ema(model: nn.Module, recipe: FinetuneRecipe):
+    """timm's `ModelEmaV3` of parameters and BN buffers, or None when `ema_decay` is 0."""
+    if recipe.ema_decay <= 0.0:
+        return None
+    from timm.utils import ModelEmaV3
+
+    # warmup_power 3/4 is timm's advice for short runs; without warm-up the decay is fixed from step 2
+    return ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=recipe.ema_warmup, warmup_power=0.75)
 
 
 def _lr_factor(recipe: FinetuneRecipe, step: int) -> float:
@@ -137,13 +205,14 @@ def finetune(model: nn.Module, source: ClipSource, indices: Sequence[int], label
              show_progress: bool = True) -> dict:
     """Train `model` in place on `source[indices]`; resume from `workdir/ckpt` when present.
 
-    Returns {"steps", "final_loss", "resumed_from"}. A preemption request saves and hands over
-    (raising `runkit.preemption.Preempted` outside submitit).
+    Returns {"steps", "final_loss", "resumed_from"}. With `ema_decay` > 0 the model ends holding
+    the EMA weights. A preemption request saves and hands over (raising
+    `runkit.preemption.Preempted` outside submitit).
     """
     workdir = Path(workdir)
     manager = CheckpointManager(workdir / "ckpt", keep=2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
-                                 weight_decay=recipe.weight_decay)
+    optimizer = make_optimizer(model, recipe)
+    ema = make_ema(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(recipe, s))
     sampler = BatchSampler(indices, labels, seed)
     shift_gen = torch.Generator().manual_seed(seed + 7919)
@@ -158,15 +227,23 @@ def finetune(model: nn.Module, source: ClipSource, indices: Sequence[int], label
         sampler.load_state(state["sampler"])
         shift_gen.set_state(state["shift_rng"])
         restore_rng_state(state["rng"])
+        if ema is not None:
+            if "ema" not in state:
+                raise ValueError(f"checkpoint in {workdir / 'ckpt'} has no EMA state but the recipe has "
+                                 f"ema_decay={recipe.ema_decay}; delete that folder to restart the cell")
+            ema.load_state_dict(state["ema"])
         step = resumed_from = int(state["step"])
         loss_value = float(state["loss"])
         logger.truncate_from(step + 1)
 
     def save() -> None:
-        manager.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "sampler": sampler.state(),
-                      "shift_rng": shift_gen.get_state(), "rng": capture_rng_state(),
-                      "step": step, "loss": loss_value}, step)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "sampler": sampler.state(),
+                 "shift_rng": shift_gen.get_state(), "rng": capture_rng_state(),
+                 "step": step, "loss": loss_value}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        manager.save(state, step)
 
     preemption.install()
     model.train()
@@ -180,14 +257,17 @@ def finetune(model: nn.Module, source: ClipSource, indices: Sequence[int], label
             positions = sampler.next_positions(recipe.batch_size)
             clips = np.stack([source.clip(int(sampler.indices[p]), frames, start=recipe.sampling,
                                           rng=sampler.rng) for p in positions])
-            x = random_shift(to_model_input(clips), recipe.shift, shift_gen)
+            # one generator for both augmentations (it is in the checkpoint); no draws when they are off
+            x = random_shift(random_zoom(to_model_input(clips), recipe.min_crop, shift_gen), recipe.shift, shift_gen)
             y = torch.from_numpy(sampler.labels[positions])
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
+            if ema is not None:
+                ema.update(model, step=step)
             loss_value = float(loss.detach())
             bar.update(1)
             if step % recipe.log_every == 0 or step == recipe.iterations:
@@ -197,6 +277,8 @@ def finetune(model: nn.Module, source: ClipSource, indices: Sequence[int], label
     finally:
         bar.close()
         logger.close()
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     return {"steps": step, "final_loss": loss_value, "resumed_from": resumed_from}
 
 

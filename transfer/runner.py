@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -111,10 +111,70 @@ def load_recipe(name: str, overrides: dict | None = None) -> dict:
         raise SweepError(f"recipe {name!r} not found ({path}); known recipes: {known}")
     recipe = yaml.safe_load(path.read_text()) or {}
     for section, values in (overrides or {}).items():
-        if section not in ("finetune", "probe", "features", "cache"):
+        if section not in RECIPE_SECTIONS:
             raise SweepError(f"unknown recipe section {section!r} in overrides")
         recipe.setdefault(section, {}).update(values)
+    check_recipe(recipe, str(path))
     return recipe
+
+
+RECIPE_SECTIONS = ("finetune", "probe", "features", "cache")
+
+
+def check_recipe(recipe: dict, where: str) -> None:
+    """Fail at start-up, naming the key, rather than inside every job of the sweep."""
+    from transfer.features import FeatureSpec
+    from transfer.finetune import FinetuneRecipe
+    from transfer.probe import ProbeRecipe
+
+    if not isinstance(recipe, dict):
+        raise SweepError(f"recipe {where}: expected a mapping of sections {list(RECIPE_SECTIONS)}")
+    unknown = sorted(set(recipe) - set(RECIPE_SECTIONS))
+    if unknown:
+        raise SweepError(f"recipe {where}: unknown section(s) {unknown}; known: {list(RECIPE_SECTIONS)}")
+    schemas = {"finetune": (FinetuneRecipe, FinetuneRecipe.from_dict),
+               "probe": (ProbeRecipe, ProbeRecipe.from_dict),
+               "features": (FeatureSpec, lambda values: FeatureSpec(**values))}
+    for section, (schema, build) in schemas.items():
+        values = recipe.get(section)
+        if not isinstance(values, dict):
+            raise SweepError(f"recipe {where}: section {section!r} is missing or not a mapping")
+        defaults = {f.name: f.default for f in fields(schema)}
+        _check_keys(where, section, values, defaults)
+        try:
+            build(values)
+        except (TypeError, ValueError) as exc:
+            raise SweepError(f"recipe {where}: bad {section!r} values: {exc}") from exc
+    cache = recipe.get("cache") or {}
+    if not isinstance(cache, dict):
+        raise SweepError(f"recipe {where}: section 'cache' is not a mapping")
+    _check_keys(where, "cache", cache, {"max_frames": 0}, nullable=("max_frames",))
+
+
+def _check_keys(where: str, section: str, values: dict, defaults: dict, nullable: tuple = ()) -> None:
+    bad = sorted(set(values) - set(defaults))
+    if bad:
+        raise SweepError(f"recipe {where}: unknown key(s) {bad} in section {section!r}; known: {sorted(defaults)}")
+    for key, value in values.items():
+        default = defaults[key]
+        # YAML reads `1e-3` (no dot) as a string; bool is an int to Python but never a number here
+        if value is None and key in nullable:
+            ok = True
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (list, tuple))
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            hint = " (YAML needs a dot in a float: 1.0e-3, not 1e-3)" if isinstance(value, str) else ""
+            kind = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list"}.get(
+                type(default), f"a {type(default).__name__}")
+            raise SweepError(f"recipe {where}: {section}.{key} = {value!r} should be {kind}{hint}")
 
 
 def resolve_checkpoint(spec: SweepSpec) -> Path:
@@ -335,7 +395,7 @@ def _execute(plan: SweepPlan, jobs: list[list[Cell]], stop_after: int | None) ->
 
 def run_sweep(spec: SweepSpec, *, stop_after_jobs: int | None = None, report: bool = True) -> dict[str, Any]:
     """Plan, build the cache, run every cell not yet done, write the report. Returns a summary."""
-    from transfer.report import write_report
+    from transfer.report_page import write_all
 
     started = time.perf_counter()
     plan = build_cache(plan_sweep(spec), workers=spec.cache_workers)
@@ -344,7 +404,8 @@ def run_sweep(spec: SweepSpec, *, stop_after_jobs: int | None = None, report: bo
     # probe jobs first: they are quick and give the first numbers early
     jobs = sorted(group_jobs(todo), key=lambda cells: cells[0].protocol == "finetune")
     counts = _execute(plan, jobs, stop_after_jobs) if jobs else {}
-    written = write_report(plan.out_dir) if report and ledger.done_results() else {}
+    # tables and figures (when a cell is done), then report.md / report.html: printed last by sweep.py
+    written = write_all(plan.out_dir) if report else {}
     summary = ledger.summary([c.cell_id for c in plan.cells])
     return {"out_dir": str(plan.out_dir), "cells": len(plan.cells), "skipped": len(plan.cells) - len(todo),
             "counts": counts, "status": {k: len(v) for k, v in summary.items()},
