@@ -5,7 +5,8 @@ a 95% confidence interval from the t-distribution; per (protocol, labels) the pa
 pretrained − random over the (split, seed) pairs both inits finished, with its own t-interval.
 Outputs (in `<out>/report/`): `results.{csv,md,tex}`, `paired.{csv,md,tex}`,
 `accuracy_vs_labels.{png,pdf}` and `relative_gain.{png,pdf}` (the paper's Fig. 4c), sized for
-one column of a two-column paper (3.3 in wide).
+one column of a two-column paper (3.3 in wide). The per-sweep page (`report.md`, `report.html`)
+that shows them with the pretraining run, configs and ledger is `transfer.report_page`.
 
     python -m transfer.report OUTPUT_DIR [--metric video_acc]
 """
@@ -116,7 +117,8 @@ def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
 
 # ---------------------------------------------------------------- tables
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """An accuracy (a fraction) as a percentage with one decimal: the one format of every table."""
     return f"{100 * x:.1f}"
 
 
@@ -133,13 +135,13 @@ def _csv(rows: list[dict]) -> str:
 
 def _results_cells(row: dict) -> list[str]:
     return [row["protocol"], row["init"], row["rule"], f"{row['labeled_per_class']:.1f}", str(row["n"]),
-            f"{_pct(row['mean'])} ± {_pct(row['std'])}", f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"]
+            f"{pct(row['mean'])} ± {pct(row['std'])}", f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]"]
 
 
-def _paired_cells(row: dict) -> list[str]:
+def paired_cells(row: dict) -> list[str]:
     return [row["protocol"], row["rule"], f"{row['labeled_per_class']:.1f}", str(row["pairs"]),
-            _pct(row["treated_mean"]), _pct(row["baseline_mean"]), f"{_pct(row['diff_mean'])}",
-            f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]", f"{row['relative_gain']:.2f}"]
+            pct(row["treated_mean"]), pct(row["baseline_mean"]), f"{pct(row['diff_mean'])}",
+            f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]", f"{row['relative_gain']:.2f}"]
 
 
 RESULTS_HEAD = ["protocol", "init", "labels", "labeled/class", "n", "acc % (mean ± std)", "95% CI"]
@@ -186,9 +188,11 @@ def plot_accuracy(table: list[dict], out: Path, metric: str) -> list[Path]:
     lines: dict[tuple, list[dict]] = defaultdict(list)
     for row in table:
         lines[(row["protocol"], row["init"])].append(row)
-    for (protocol, init), rows in sorted(lines.items()):
+    for i, ((protocol, init), rows) in enumerate(sorted(lines.items())):
         rows = sorted(rows, key=lambda r: r["labeled_per_class"])
-        xs = [r["labeled_per_class"] for r in rows]
+        # a small sideways offset per line (log axis) so error bars at one x do not hide each other
+        dodge = 1.0 + 0.025 * (i - (len(lines) - 1) / 2)
+        xs = [r["labeled_per_class"] * dodge for r in rows]
         ys = [100 * r["mean"] for r in rows]
         err = [100 * (r["ci_high"] - r["ci_low"]) / 2 for r in rows]
         ax.errorbar(xs, ys, yerr=err, marker="o" if init == "pretrained" else "s", markersize=3,
@@ -198,6 +202,10 @@ def plot_accuracy(table: list[dict], out: Path, metric: str) -> list[Path]:
         chance = 100.0 / table[0]["num_classes"]
         ax.axhline(chance, color="grey", linewidth=0.7, linestyle=":", label="chance")
         _style_axes(ax, [r["labeled_per_class"] for r in table])
+        # a t-interval over few runs can reach past 0 or 100; accuracy cannot
+        low = min([100 * r["ci_low"] for r in table] + [chance])
+        high = max([100 * r["ci_high"] for r in table] + [chance])
+        ax.set_ylim(max(0.0, low - 3), min(100.0, high + 3))
     ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
     ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
@@ -261,7 +269,7 @@ def write_report(sweep_dir: str | Path, metric: str = "video_acc", figures: bool
     written = {}
     for name, rows, head, cells, cap in (
             ("results", table, RESULTS_HEAD, _results_cells, caption),
-            ("paired", paired, PAIRED_HEAD, _paired_cells,
+            ("paired", paired, PAIRED_HEAD, paired_cells,
              f"Paired difference pretrained − random ({metric.replace('_', ' ')}), same split and seed.")):
         body = [cells(r) for r in rows]
         for ext, text in (("csv", _csv(rows)), ("md", _markdown(head, body)), ("tex", _latex(head, body, cap))):
@@ -279,7 +287,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--metric", default="video_acc", choices=METRICS)
     args = parser.parse_args(argv)
-    for name, path in write_report(args.sweep_dir, args.metric).items():
+    from transfer.report_page import write_report_page  # the page builds on this module
+
+    written = write_report(args.sweep_dir, args.metric)
+    if (Path(args.sweep_dir) / "sweep.json").is_file():
+        written.update(write_report_page(args.sweep_dir, args.metric))
+    for name, path in written.items():
         print(f"{name:24s} {path}")
 
 

@@ -1,0 +1,584 @@
+"""The per-sweep report: `report.md` and a self-contained `report.html` in the sweep folder.
+
+One job: gather what a reader needs to trust a sweep's numbers into one page — what was compared
+(data, splits, seeds, label fractions, protocols, inits, recipe), when and on what hardware and
+package versions, the accuracy-vs-labels and relative-gain figures, the results table with
+confidence intervals, the pretraining run behind the checkpoint (sample GIF, GAN health curves,
+its config), the exact sweep spec and recipe, the subset-manifest hashes and the ledger summary.
+
+Every number comes from the ledger (through `transfer.report.aggregate` / `paired_differences`,
+the same code path as `report/results.*`) or from the pretraining run's `metrics.csv`. The page is
+built once as a list of blocks with every number already formatted; the Markdown and the HTML are
+two renderings of those blocks, so they cannot disagree. The Markdown references its assets by
+relative path (under `report/`); the HTML embeds every image as a base64 data URI and has no
+external CSS or JavaScript.
+
+    python -m transfer.report_page SWEEP_DIR      # tables, figures and the page, from the ledger
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import json
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from runkit.atomic import atomic_write_bytes, atomic_write_text
+from transfer.ledger import Ledger
+from transfer.report import PAIRED_HEAD, aggregate, current_entries, paired_cells, paired_differences, pct
+from transfer.subsets import SubsetRule
+
+PACKAGES = ("torch", "torchvision", "timm", "av", "scikit-learn", "submitit", "hydra-core", "numpy",
+            "scipy", "matplotlib")
+ASSETS = "report"                 # the folder (inside the sweep folder) that holds figures and copies
+SAMPLES_NAME = "pretrain_samples.gif"
+HEALTH_NAME = "pretrain_health.png"
+CI_TEXT = ("95% two-sided Student-t interval over the n runs (splits × seeds) of a row; zero width "
+           "when n = 1")
+
+
+def results_head(metric: str) -> list[str]:
+    name = "video acc" if metric == "video_acc" else metric.replace("_", " ")
+    return ["protocol", "labels", "labeled/class", "init", "n", f"{name} % (mean ± std)", f"{name} 95% CI",
+            "clip acc % (mean ± std)", "clip 95% CI"]
+
+
+PER_CELL_HEAD = ["cell", "labeled videos", "video acc %", "clip acc %", "seconds"]
+HEALTH_KEYS = (("d_loss", "D loss"), ("g_loss", "G loss"), ("d_acc_real", "D acc real"),
+               ("d_acc_fake", "D acc fake"), ("mask_mean", "mask mean"), ("clips_per_s", "clips/s"))
+
+
+# ------------------------------------------------------------------------------ document blocks
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of the page. kind: h (level, text) | p (text) | ul (items) | table (head, rows)
+    | img (relpath, alt) | code (text, lang) | files ((label, relpath) pairs)."""
+
+    kind: str
+    text: str = ""
+    level: int = 2
+    items: tuple = ()
+    head: tuple = ()
+    rows: tuple = ()
+    path: str = ""
+    lang: str = ""
+
+
+def h(text: str, level: int = 2) -> Block:
+    return Block("h", text=text, level=level)
+
+
+def p(text: str) -> Block:
+    return Block("p", text=text)
+
+
+def ul(items: Sequence[str]) -> Block:
+    return Block("ul", items=tuple(items))
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> Block:
+    return Block("table", head=tuple(head), rows=tuple(tuple(r) for r in rows))
+
+
+def img(relpath: str, alt: str) -> Block:
+    return Block("img", path=relpath, text=alt)
+
+
+def code(text: str, lang: str = "") -> Block:
+    return Block("code", text=text, lang=lang)
+
+
+def files(pairs: Sequence[tuple[str, str]]) -> Block:
+    return Block("files", items=tuple(pairs))
+
+
+# ------------------------------------------------------------------------------------ gathering
+
+def environment() -> dict:
+    """Hardware and package versions of the process writing the report."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 0
+    import torch
+
+    gpus = []
+    try:
+        if torch.cuda.is_available():
+            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up still gets a report
+        gpus = []
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["torch"] = torch.__version__  # carries the build tag (+cpu, +cu130) the metadata drops
+    return {"host": platform.node(), "os": f"{platform.system()} {platform.release()}",
+            "cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count() or 0,
+            "usable_cores": usable, "gpus": gpus, "cuda": torch.version.cuda, "versions": versions}
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _rules(spec: dict) -> list[SubsetRule]:
+    if spec.get("per_class"):
+        return [SubsetRule(per_class=int(k)) for k in spec["per_class"]]
+    return [SubsetRule(fraction=float(f)) for f in spec.get("fractions", ())]
+
+
+def _manifest_header(path: Path) -> dict[str, str]:
+    header = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.startswith("#"):
+                break
+            key, sep, value = line[1:].strip().partition("=")
+            if sep:
+                header[key] = value
+    return header
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _first_line(text: str | None) -> str:
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return "(no error message recorded)"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", r"\|").replace("\n", " ")
+
+
+def _plan(sweep_dir: Path) -> dict:
+    path = sweep_dir / "sweep.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a sweep folder (run `python transfer/sweep.py` first)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------- the sections
+
+def _headline(sweep_dir: Path, plan: dict, entries: list[dict], env: dict, now: datetime) -> list[Block]:
+    spec, recipe_name = plan.get("spec", {}), plan.get("spec", {}).get("recipe", "?")
+    done = [e for e in entries if e["status"] == "done"]
+    rules = _rules(spec)
+    per_class = {}
+    for entry in done:
+        per_class.setdefault(entry["cell"]["rule_tag"], set()).add(entry["result"]["labeled_per_class"])
+    labels = []
+    for rule in rules:
+        seen = sorted(per_class.get(rule.tag, ()))
+        counted = f" ({', '.join(f'{v:.1f}' for v in seen)} labeled videos/class)" if seen else ""
+        labels.append(f"`{rule.tag}`{counted}")
+    splits = []
+    for split in spec.get("splits", ()):
+        sizes = []
+        for part in ("train", "test"):
+            path = sweep_dir / "manifests" / f"split{split}_{part}.txt"
+            if path.is_file():
+                sizes.append(f"{_manifest_header(path).get('videos', '?')} {part}")
+        splits.append(f"{split} ({' / '.join(sizes)} videos)" if sizes else str(split))
+    classes = sorted({e["result"]["num_classes"] for e in done})
+    data = spec.get("data", "?") + (f" at `{spec['root']}`" if spec.get("root") else "")
+    overrides = spec.get("overrides") or {}
+    run_times = [e["run"]["time"] for e in entries if isinstance(e.get("run"), dict) and "time" in e["run"]]
+    hosts = sorted({e["run"]["host"] for e in entries if isinstance(e.get("run"), dict) and "host" in e["run"]})
+    compute = sum(float(e["run"].get("elapsed_s", 0.0)) for e in done if isinstance(e.get("run"), dict))
+    items = [
+        f"dataset: {data}" + (f", {classes[0]} classes" if len(classes) == 1 else ""),
+        f"splits: {', '.join(splits)}",
+        f"seeds: {', '.join(str(s) for s in spec.get('seeds', ()))}",
+        ("labeled videos per class: " if spec.get("per_class") else "label fractions (per class): ")
+        + ", ".join(labels),
+        f"protocols: {', '.join(spec.get('protocols', ()))}; inits: {', '.join(spec.get('inits', ()))}",
+        f"recipe: `{recipe_name}`" + (f" with overrides `{json.dumps(overrides, sort_keys=True)}`"
+                                      if overrides else ""),
+        f"checkpoint: `{plan.get('checkpoint', '?')}` (sha256 `{str(plan.get('checkpoint_sha256', '?'))[:16]}…`)",
+        f"cells: {len(plan.get('cells', []))}; executor: {spec.get('executor', '?')}"
+        + (f" (cluster profile `{spec['cluster']}`)" if spec.get("executor") == "slurm" else ""),
+    ]
+    when = [f"this report: {now.strftime('%Y-%m-%d %H:%M:%S UTC')}"]
+    if run_times:
+        when.append(f"ledger entries written from {_utc(min(run_times))} to {_utc(max(run_times))}")
+    if done:
+        when.append(f"cell compute: {_duration(compute)} over {len(done)} done cells")
+    gpus = ", ".join(env["gpus"]) if env["gpus"] else "none visible"
+    gpus += f" (torch built for CUDA {env['cuda']})" if env.get("cuda") else " (CPU-only torch build)"
+    hardware = [f"machine writing this report: `{env['host']}` ({env['os']}), CPU {env['cpu']}, "
+                f"{env['cores']} cores ({env['usable_cores']} usable by this process), GPU: {gpus}"]
+    if hosts:
+        hardware.append(f"cells ran on: {', '.join(f'`{h}`' for h in hosts)}")
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    return [h("What was compared"), ul(items), h("When and where"), ul(when + hardware),
+            p(f"Package versions (the report writer's environment): {versions}.")]
+
+
+def _results(sweep_dir: Path, entries: list[dict], metric: str) -> list[Block]:
+    done = [e for e in entries if e["status"] == "done"]
+    blocks = [h("Results")]
+    if not done:
+        return blocks + [p("No cell of this sweep is done yet: no results to show (see the ledger summary).")]
+    figures = []
+    for stem, alt in (("accuracy_vs_labels", "accuracy vs labeled videos per class"),
+                      ("relative_gain", "relative gain, pretrained over random")):
+        if (sweep_dir / ASSETS / f"{stem}.png").is_file():
+            figures.append(img(f"{ASSETS}/{stem}.png", alt))
+    if figures:
+        blocks.append(p(f"{metric.replace('_', ' ').capitalize()} (mean, error bars the 95% CI) against labeled videos "
+                        "per class (log axis); below it, the pretrained mean over the random-init mean on the "
+                        "(split, seed) pairs both finished, per protocol."))
+        blocks += figures
+    video = aggregate(entries, metric)
+    clip_recorded = all("clip_acc" in e["result"] for e in done)
+    clip = {(r["protocol"], r["init"], r["rule"]): r for r in aggregate(entries, "clip_acc")} if clip_recorded else {}
+    rows = []
+    for r in sorted(video, key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"], r["init"])):
+        c = clip.get((r["protocol"], r["init"], r["rule"]))
+        rows.append([r["protocol"], r["rule"], f"{r['labeled_per_class']:.1f}", r["init"], str(r["n"]),
+                     f"{pct(r['mean'])} ± {pct(r['std'])}", f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
+                     f"{pct(c['mean'])} ± {pct(c['std'])}" if c else "not recorded",
+                     f"[{pct(c['ci_low'])}, {pct(c['ci_high'])}]" if c else "—"])
+    blocks += [p(f"Test accuracy in %. Video level: the softmax of every test clip of a video averaged "
+                 f"({metric.replace('_', ' ')}); clip level: each clip alone. Mean ± sample std and the "
+                 f"{CI_TEXT}."), table(results_head(metric), rows)]
+    paired = paired_differences(entries, metric)
+    if paired:
+        blocks += [p(f"Gain pretrained − random ({metric.replace('_', ' ')}, in points): the paired "
+                     "difference over the (split, seed) pairs where both inits finished, its 95% "
+                     "Student-t interval, and the ratio of the two means."),
+                   table(PAIRED_HEAD, [paired_cells(r) for r in paired])]
+    else:
+        blocks.append(p("No (split, seed) pair has both inits done: no gain to show."))
+    tables = [(f"{name}.{ext}", f"{ASSETS}/{name}.{ext}") for name in ("results", "paired")
+              for ext in ("csv", "md", "tex") if (sweep_dir / ASSETS / f"{name}.{ext}").is_file()]
+    tables += [(f"{stem}.pdf", f"{ASSETS}/{stem}.pdf") for stem in ("accuracy_vs_labels", "relative_gain")
+               if (sweep_dir / ASSETS / f"{stem}.pdf").is_file()]
+    if tables:
+        blocks += [p("The same tables and figures for papers:"), files(tables)]
+    return blocks
+
+
+def _read_metrics(path: Path) -> list[dict[str, float]]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+
+
+def _pretraining(sweep_dir: Path, plan: dict) -> list[Block]:
+    blocks = [h("Pretraining run")]
+    checkpoint = Path(plan.get("checkpoint", ""))
+    if not checkpoint.is_file():
+        return blocks + [p(f"The checkpoint `{checkpoint}` no longer exists: nothing to show about its "
+                           "pretraining run.")]
+    from transfer.classifier import load_export
+
+    export = load_export(checkpoint)
+    blocks.append(p(f"Checkpoint `{checkpoint}`: discriminator at step {export.step}, clips of "
+                    f"{export.frames} frames at {export.size}×{export.size}, data fingerprint "
+                    f"`{export.data_fingerprint}`, sha256 `{export.sha256[:16]}…`."))
+    if plan.get("checkpoint_sha256") and plan["checkpoint_sha256"] != export.sha256:
+        blocks.append(p(f"Warning: the file has changed since the sweep was planned (sha256 then "
+                        f"`{plan['checkpoint_sha256'][:16]}…`): what follows describes the current file, "
+                        "not necessarily the one the cells used."))
+    run_dir = checkpoint.parent
+    metrics, config = run_dir / "metrics.csv", run_dir / "config.yaml"
+    samples = run_dir / "samples" / "samples_final.gif"
+    if not samples.is_file():
+        candidates = sorted((run_dir / "samples").glob("samples_*.gif")) if (run_dir / "samples").is_dir() else []
+        samples = candidates[-1] if candidates else samples
+    if not (metrics.is_file() or config.is_file() or samples.is_file()):
+        return blocks + [p(f"No pretraining run folder alongside the checkpoint: `{run_dir}` holds no "
+                           "`config.yaml`, `metrics.csv` or `samples/` (a bare `discriminator.pt`), so there "
+                           "are no samples or GAN health curves to show. The config stored in the export:"),
+                         code(yaml.safe_dump(export.config, sort_keys=False, allow_unicode=True), "yaml")]
+    blocks.append(p(f"Run folder: `{run_dir}`."))
+    assets = sweep_dir / ASSETS
+    if samples.is_file():
+        atomic_write_bytes(assets / SAMPLES_NAME, samples.read_bytes())
+        blocks += [p(f"Generated samples (fixed noise; copied from `{samples.relative_to(run_dir)}`): each row is "
+                     "one video, then (two-stream) its mask and its static background."),
+                   img(f"{ASSETS}/{SAMPLES_NAME}", "generated sample videos")]
+    else:
+        blocks.append(p(f"No sample GIF under `{run_dir / 'samples'}`."))
+    if metrics.is_file():
+        try:
+            rows = _read_metrics(metrics)
+        except (OSError, ValueError, KeyError) as exc:
+            rows, problem = [], f"`{metrics}` cannot be read: {exc}"
+        else:
+            problem = f"`{metrics}` has no rows."
+        if rows:
+            from pretrain.samples import plot_losses
+
+            plot_losses(rows, assets / HEALTH_NAME)
+            last = rows[-1]
+            keys = [(k, label) for k, label in HEALTH_KEYS if k in last]
+            blocks += [p("GAN health over training (from `metrics.csv`, each point the mean over a logging "
+                         "window): D and G losses, D accuracy on real and on generated clips, and the mean "
+                         "of the foreground mask (near 0 or 1 means the mask collapsed)."),
+                       img(f"{ASSETS}/{HEALTH_NAME}", "GAN health curves"),
+                       p(f"Last logged window ({len(rows)} rows):"),
+                       table(["step"] + [label for _, label in keys],
+                             [[f"{int(last['step'])}"] + [f"{last[k]:.3f}" for k, _ in keys]])]
+        else:
+            blocks.append(p(problem))
+    else:
+        blocks.append(p(f"No `metrics.csv` in `{run_dir}`: no GAN health curves."))
+    if config.is_file():
+        blocks += [p("The pretraining config (`config.yaml`, verbatim):"), code(config.read_text(), "yaml")]
+    else:
+        blocks += [p("No `config.yaml` in the run folder; the config stored in the export:"),
+                   code(yaml.safe_dump(export.config, sort_keys=False, allow_unicode=True), "yaml")]
+    return blocks
+
+
+def _configs(sweep_dir: Path, plan: dict) -> list[Block]:
+    recipe = plan.get("recipe", {})
+    return [h("Exact configs"),
+            p("The transfer recipe as resolved (recipe file plus `--set` overrides), which every cell's "
+              "key hashes:"),
+            code(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), "yaml"),
+            p("The sweep plan (`sweep.json`, verbatim: spec, recipe, checkpoint, data key, cell ids):"),
+            code((sweep_dir / "sweep.json").read_text(), "json")]
+
+
+def _manifests(sweep_dir: Path, plan: dict, entries: list[dict]) -> list[Block]:
+    spec = plan.get("spec", {})
+    recorded: dict[str, set[str]] = {}
+    for entry in entries:
+        cell = entry.get("cell") or {}
+        if "manifest" in cell:
+            recorded.setdefault(cell["manifest"], set()).add(cell["manifest_sha256"])
+    names = []
+    for split in spec.get("splits", ()):
+        names += [f"split{split}_train.txt", f"split{split}_test.txt"]
+        # the file names transfer.subsets.write_manifest gives a (split, rule, seed) subset
+        names += [f"split{split}_{rule.tag}_seed{seed}.txt" for rule in _rules(spec) for seed in spec.get("seeds", ())]
+    rows = []
+    for name in names:
+        path = sweep_dir / "manifests" / name
+        if not path.is_file():
+            rows.append([name, "—", "—", "—", "—", "missing", "—"])
+            continue
+        head, sha = _manifest_header(path), _file_sha256(path)
+        seen = recorded.get(f"manifests/{name}")
+        ledger = "—" if not seen else ("matches" if seen == {sha} else "MISMATCH")
+        full = name.rsplit("_", 1)[-1] in ("train.txt", "test.txt")
+        subset = f"full {name.rsplit('_', 1)[-1][:-4]} list" if full else head.get("rule", "?")
+        rows.append([name, head.get("split", "?"), subset, "—" if full else head.get("seed", "?"),
+                     head.get("videos", "?"), sha, ledger])
+    return [h("Subset manifests"),
+            p("SHA-256 of each manifest file under `manifests/` (a split's full train and test lists and "
+              "every labeled subset); `ledger` says whether the hash the ledger's cells recorded matches "
+              "the file now."),
+            table(["file", "split", "subset", "seed", "videos", "sha256", "ledger"], rows)]
+
+
+def _ledger(sweep_dir: Path, plan: dict, entries: list[dict]) -> list[Block]:
+    ledger = Ledger(sweep_dir / "ledger")
+    groups = ledger.summary(plan.get("cells", []))
+    counts = {k: len(v) for k, v in groups.items()}
+    blocks = [h("Ledger summary"),
+              p(f"{len(plan.get('cells', []))} cells in the plan: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                + ". `interrupted` is a `running` entry whose process is gone (it resumes on the next run)."),
+              table(["status", "cells"], [[k, str(v)] for k, v in counts.items()])]
+    by_id = {e["cell_id"]: e for e in entries}
+    if groups["failed"]:
+        blocks += [p("Failed cells (first line of the recorded error; the full traceback tail is in "
+                     "`ledger/<cell>.json`):"),
+                   table(["cell", "error"], [[cid, _first_line(by_id.get(cid, {}).get("error"))]
+                                             for cid in groups["failed"]])]
+    else:
+        blocks.append(p("No failed cells."))
+    done = sorted((e for e in entries if e["status"] == "done"), key=lambda e: e["cell_id"])
+    if done:
+        rows = [[e["cell_id"], str(e["result"].get("labeled_videos", "?")), pct(e["result"]["video_acc"]),
+                 pct(e["result"]["clip_acc"]) if "clip_acc" in e["result"] else "—",
+                 f"{float(e['run'].get('elapsed_s', 0.0)):.1f}" if isinstance(e.get("run"), dict) else "—"]
+                for e in done]
+        blocks += [h("Per-cell results", 3), table(PER_CELL_HEAD, rows)]
+    return blocks
+
+
+def build_page(sweep_dir: str | Path, metric: str = "video_acc", *, env: dict | None = None,
+               now: datetime | None = None) -> list[Block]:
+    """Every block of the page (assets it references are written under `<sweep>/report/`)."""
+    sweep_dir = Path(sweep_dir)
+    plan = _plan(sweep_dir)
+    entries = current_entries(sweep_dir)
+    now = now or datetime.now(timezone.utc)
+    name = sweep_dir.name
+    return ([h(f"Transfer sweep report: {name}", 1),
+             p(f"Does VGAN pretraining help when labels are scarce? This sweep compares the pretrained "
+               f"discriminator with the same network from random init, across label fractions. Sweep "
+               f"folder `{sweep_dir}`; every number below comes from its ledger (`ledger/`) or from the "
+               f"pretraining run's `metrics.csv`.")]
+            + _headline(sweep_dir, plan, entries, env or environment(), now)
+            + _results(sweep_dir, entries, metric)
+            + _pretraining(sweep_dir, plan)
+            + _ledger(sweep_dir, plan, entries)
+            + _manifests(sweep_dir, plan, entries)
+            + _configs(sweep_dir, plan))
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    out = []
+    for b in blocks:
+        if b.kind == "h":
+            out.append("#" * b.level + " " + b.text)
+        elif b.kind == "p":
+            out.append(b.text)
+        elif b.kind == "ul":
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif b.kind == "table":
+            lines = ["| " + " | ".join(_md_cell(c) for c in b.head) + " |", "|" + "|".join("---" for _ in b.head) + "|"]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            out.append("\n".join(lines))
+        elif b.kind == "img":
+            out.append(f"![{b.text}]({b.path})")
+        elif b.kind == "code":
+            fence = "```"
+            while fence in b.text:
+                fence += "`"
+            out.append(f"{fence}{b.lang}\n{b.text.rstrip()}\n{fence}")
+        elif b.kind == "files":
+            out.append("\n".join(f"- [{label}]({path})" for label, path in b.items))
+        else:
+            raise ValueError(f"unknown block kind {b.kind!r}")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escape, then `code` spans -> <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72rem;
+       margin: 2rem auto; padding: 0 1rem; line-height: 1.45; color: #1d1d1f; }
+h1 { font-size: 1.6rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
+td { font-variant-numeric: tabular-nums; word-break: break-all; }
+code { background: #f3f3f3; padding: 0 0.2rem; border-radius: 3px; font-size: 0.88em; }
+pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.82rem; border: 1px solid #e1e4e8; }
+img { max-width: 100%; display: block; margin: 0.8rem 0; }
+"""
+
+MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def render_html(blocks: Sequence[Block], base: str | Path, title: str) -> str:
+    """A single self-contained page: images inlined as data URIs, style inline, no scripts."""
+    base = Path(base)
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>"]
+    for b in blocks:
+        if b.kind == "h":
+            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+        elif b.kind == "p":
+            out.append(f"<p>{_inline(b.text)}</p>")
+        elif b.kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in b.head)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif b.kind == "img":
+            path = base / b.path
+            mime = MIME.get(path.suffix.lower())
+            if mime is None:
+                raise ValueError(f"cannot embed {path}: unknown image type {path.suffix!r}")
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            out.append(f'<img alt="{html.escape(b.text)}" src="data:{mime};base64,{data}">')
+        elif b.kind == "code":
+            out.append(f"<pre><code>{html.escape(b.text.rstrip(), quote=False)}</code></pre>")
+        elif b.kind == "files":
+            out.append("<ul>" + "".join(f"<li>{html.escape(label)}: <code>{html.escape(path)}</code></li>"
+                                        for label, path in b.items) + "</ul>")
+        else:
+            raise ValueError(f"unknown block kind {b.kind!r}")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def write_report_page(sweep_dir: str | Path, metric: str = "video_acc") -> dict[str, Path]:
+    """Write `<sweep>/report.md` and `<sweep>/report.html` (atomically); returns both paths.
+    Run `transfer.report.write_report` first so the tables and figures it references exist."""
+    sweep_dir = Path(sweep_dir)
+    blocks = build_page(sweep_dir, metric)
+    md, page = sweep_dir / "report.md", sweep_dir / "report.html"
+    atomic_write_text(md, render_markdown(blocks))
+    atomic_write_text(page, render_html(blocks, sweep_dir, f"Transfer sweep report: {sweep_dir.name}"))
+    return {"report.md": md, "report.html": page}
+
+
+def write_all(sweep_dir: str | Path, metric: str = "video_acc") -> dict[str, Path]:
+    """Tables and figures (when any cell is done), then the page."""
+    from transfer.report import write_report
+
+    sweep_dir = Path(sweep_dir)
+    written = {}
+    if any(e["status"] == "done" for e in current_entries(sweep_dir)):
+        written.update(write_report(sweep_dir, metric))
+    written.update(write_report_page(sweep_dir, metric))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from transfer.report import METRICS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--metric", default="video_acc", choices=METRICS)
+    args = parser.parse_args(argv)
+    try:
+        written = write_all(args.sweep_dir, args.metric)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    for name, path in written.items():
+        print(f"{name:24s} {path}")
+
+
+if __name__ == "__main__":
+    main()
