@@ -415,8 +415,8 @@ def _ledger(sweep_dir: Path, plan: dict, entries: list[dict]) -> list[Block]:
     groups = ledger.summary(plan.get("cells", []))
     counts = {k: len(v) for k, v in groups.items()}
     blocks = [h("Ledger summary"),
-              p(f"{len(plan.get('cells', []))} cells in the plan: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-                + ". `interrupted` is a `running` entry whose process is gone (it resumes on the next run)."),
+              p(f"{len(plan.get('cells', []))} cells in the plan. `interrupted` is a `running` entry whose "
+                "process is gone (it resumes from its checkpoint on the next run)."),
               table(["status", "cells"], [[k, str(v)] for k, v in counts.items()])]
     by_id = {e["cell_id"]: e for e in entries}
     if groups["failed"]:
