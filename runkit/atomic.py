@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
 class DiskFullError(OSError):
     """Raised when a write fails because the device is full (ENOSPC / EDQUOT)."""
 
@@ -26,20 +32,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 - umask)
+        # so shared result folders stay readable.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         _remove_quietly(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(exc.errno, f"disk full while writing {path}; the previous "
+        full = _disk_full_error(exc)
+        if full is not None:
+            raise DiskFullError(full.errno, f"disk full while writing {path}; the previous "
                                 f"version (if any) was kept") from exc
         raise
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+
+
+def _disk_full_error(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind `exc`, if any. Writers may wrap it: torch.save's zip
+    writer turns it into a RuntimeError ("unexpected pos") with the OSError as its context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _remove_quietly(tmp: str) -> None:
