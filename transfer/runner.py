@@ -340,7 +340,31 @@ def _job_outcomes(job) -> list[dict] | None:
         return None
 
 
+def _queued_jobs(out_dir: Path) -> dict[str, str]:
+    """cell id -> SLURM job id, for the cells of this sweep (jobs.json) whose job is still pending
+    or running. A job whose logs are not in this sweep's jobs/ folder is not ours (a job id that a
+    reinstalled cluster hands out again)."""
+    from slurm.jobs import TERMINAL_STATES, queue_info
+
+    jobs_file = out_dir / "jobs.json"
+    if not jobs_file.is_file():
+        return {}
+    alive: dict[str, bool] = {}
+    queued = {}
+    for cell_id, job_id in json.loads(jobs_file.read_text()).items():
+        if job_id not in alive:
+            info = queue_info(job_id)
+            state = info.get("JobState", "").split(" ")[0]
+            ours = bool(info.get("StdOut")) and Path(info["StdOut"]).parent.resolve() == (out_dir / "jobs").resolve()
+            alive[job_id] = bool(state) and state not in TERMINAL_STATES and ours
+        if alive[job_id]:
+            queued[cell_id] = job_id
+    return queued
+
+
 def _execute(plan: SweepPlan, jobs: list[list[Cell]], stop_after: int | None) -> dict[str, int]:
+    import submitit
+
     from slurm.executors import make_executor
     from slurm.jobs import PreemptibleCall, submit_array, wait_jobs
 
@@ -354,18 +378,38 @@ def _execute(plan: SweepPlan, jobs: list[list[Cell]], stop_after: int | None) ->
         if outcomes is None:
             counts["lost"] += len(cells)
         else:
+            ids = {c.cell_id for c in cells}  # a job of an earlier run may also hold other cells
             for outcome in outcomes:
-                counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
+                if outcome["cell_id"] in ids:
+                    counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
         bar.update(len(cells))
         bar.set_postfix(done=counts["done"], failed=counts["failed"])
 
     try:
         if spec.executor == "slurm":
-            calls = [PreemptibleCall(run_cells, ctx, cells) for cells in jobs]
-            submitted = submit_array(executor, calls)
+            # Cells whose job from an earlier run of this sweep is still queued or running (the
+            # submitting process died, the jobs did not) are waited for, never submitted again:
+            # two jobs would train one fine-tune cell into the same checkpoint folder at once.
+            queued = _queued_jobs(plan.out_dir)
+            held: dict[str, list[Cell]] = {}
+            fresh = []
+            for cells in jobs:
+                for cell in cells:
+                    if cell.cell_id in queued:
+                        held.setdefault(queued[cell.cell_id], []).append(cell)
+                rest = [c for c in cells if c.cell_id not in queued]
+                if rest:
+                    fresh.append(rest)
+            if held:
+                log.warning("waiting for %d job(s) of an earlier run still in the queue (%s) instead of "
+                            "submitting their %d cells again", len(held), ", ".join(held),
+                            sum(len(c) for c in held.values()))
+            submitted = submit_array(executor, [PreemptibleCall(run_cells, ctx, cells) for cells in fresh])
+            pairs = [(submitit.SlurmJob(folder=plan.out_dir / "jobs", job_id=job_id), cells)
+                     for job_id, cells in held.items()] + list(zip(submitted, fresh))
             atomic_write_json(plan.out_dir / "jobs.json",
-                              {c.cell_id: job.job_id for job, cells in zip(submitted, jobs) for c in cells})
-            for job_outcome, cells in zip(wait_jobs(submitted), jobs):
+                              {c.cell_id: job.job_id for job, cells in pairs for c in cells})
+            for job_outcome, (_, cells) in zip(wait_jobs([job for job, _ in pairs]), pairs):
                 account(job_outcome.result if job_outcome.ok else None, cells)
             return counts
         # local / debug: at most max_parallel jobs in flight
