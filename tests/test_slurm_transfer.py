@@ -3,9 +3,10 @@
 - A fine-tune cell run as a SLURM job and preempted three times (checkpoint, requeue, resume)
   ends at exactly the configured iteration with an unbroken training log, and with the same
   weights, ledger entry and accuracy as the same cell run without interruption.
-- A sweep run with the SLURM executor whose fine-tune jobs are each preempted once ends with the
-  same ledger (up to run info: host, pid, times) and the same report tables as an uninterrupted
-  sweep.
+- A sweep run with the SLURM executor whose fine-tune jobs are each preempted once, and whose
+  submitting process is killed meanwhile, is run again: it waits for the jobs still in the queue
+  (never submitting a cell twice) and ends with the same ledger (up to run info: host, pid,
+  times) and the same report tables as an uninterrupted sweep.
 """
 from __future__ import annotations
 
