@@ -2,17 +2,19 @@
 
     python benchmarks/bench_pretrain.py                      # paper + CPU-demo sizes, 4 variants
     python benchmarks/bench_pretrain.py --sizes demo --iters 10 --variants fp32,bf16
+    python benchmarks/bench_pretrain.py --quick              # demo size only
 
 For each size and variant (fp32 eager, bf16 autocast, channels_last_3d, torch.compile) it times
 `VGANTrainer.train_step` on random clips after warm-up and reports clips/s and the ratio to fp32
 eager; FLOPs per iteration come from torch.utils.flop_counter.FlopCounterMode (forward and
 backward of both networks); on a GPU it also reports achieved TFLOP/s as a fraction of the card's
 dense peak (bf16 peak for bf16, TF32 peak for fp32 since cuDNN convolutions use TF32 by default).
+`run(args)` returns the numbers as data and `section(...)` renders the RESULTS.md section
+(benchmarks/run_all.py calls both).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -22,8 +24,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import common
+from benchmarks.common import busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table, notes, stamp
 from pretrain.schema import PretrainConfig
 from pretrain.trainer import VGANTrainer
+from runkit.atomic import atomic_write_json
 
 SIZES = {  # (width, frames, size)
     "paper": (64, 32, 64),
@@ -91,7 +96,8 @@ def time_iterations(trainer: VGANTrainer, real: torch.Tensor, warmup: int, iters
     return (time.perf_counter() - start) / iters
 
 
-def run(args) -> list[dict]:
+def run(args) -> dict:
+    """Time every (size, variant); returns {"rows": [...], ...} as plain data (see `section`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -121,25 +127,102 @@ def run(args) -> list[dict]:
         base = next(r for r in rows if r["size"] == row["size"] and r["variant"] == "fp32") \
             if "fp32" in args.variants else None
         row["vs_fp32"] = row["clips_per_s"] / base["clips_per_s"] if base else None
-    return rows
+    return {"stage": "pretrain", "command": _command(args), "quick": args.quick, "rows": rows,
+            "iters": args.iters, "warmup": args.warmup, "compile_warmup": args.compile_warmup,
+            "threads": torch.get_num_threads(), "device": rows[0]["device"] if rows else None}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size | variant | batch | s/iter | clips/s | vs fp32 eager | GFLOP/iter | TFLOP/s | of peak |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    body = []
     for r in rows:
-        ratio = f"{r['vs_fp32']:.2f}x" if r["vs_fp32"] is not None else "-"
+        peer = r["variant"] == "fp32"
+        ratio = "1 (peer)" if peer else (fmt_ratio(r["vs_fp32"]) if r["vs_fp32"] is not None else "n/a")
         peak = f"{100 * r['peak_fraction']:.1f}%" if r["peak_fraction"] is not None else "n/a"
         w, f, s = SIZES[r["size"]]
-        lines.append(f"| {r['size']} (w{w}, {f}x{s}x{s}) | {r['variant']} | {r['batch']} | "
-                     f"{r['sec_per_iter']:.3f} | {r['clips_per_s']:.2f} | {ratio} | "
-                     f"{r['gflop_per_iter']:.1f} | {r['tflops']:.3f} | {peak} |")
-    return "\n".join(lines)
+        body.append((f"{r['size']} (w{w}, {f}x{s}x{s})", LABELS[r["variant"]] + (" **(peer)**" if peer else ""),
+                     r["batch"], fmt_num(r["sec_per_iter"]), fmt_num(r["clips_per_s"]), ratio,
+                     fmt_num(r["gflop_per_iter"], 4), fmt_num(r["tflops"], 2), peak))
+    return md_table(["size", "variant", "batch", "s/iter", "clips/s", "ours/peer (clips/s)", "GFLOP/iter",
+                     "TFLOP/s", "of peak"], body, "llrrrrrrr")
 
 
-def main(argv=None) -> None:
+HEADING = "Pretraining"
+LABELS = {"fp32": "fp32 eager", "bf16": "bf16 autocast", "channels_last": "channels_last_3d",
+          "compile": "torch.compile"}
+METHOD = ("One iteration = the trainer's own `train_step`: D step on a real and a fake batch, then "
+          "the G step (paper settings: softmax CE, G step on the D step's fakes, mask sparsity 0.1), "
+          "on random clips. The peer of every variant is fp32 eager at the same size and batch, "
+          "measured in the same run. FLOPs from `torch.utils.flop_counter` (forward + backward of G "
+          "and D, counted once per size).")
+
+
+def _notes(result: dict, info: dict) -> list[str]:
+    rows, out = result["rows"], []
+    by = {(r["size"], r["variant"]): r for r in rows}
+    for size in dict.fromkeys(r["size"] for r in rows):
+        group = [r for r in rows if r["size"] == size]
+        first = group[0]
+        line = (f"{size} size: one GAN iteration at batch {first['batch']} is {fmt_num(first['gflop_per_iter'], 4)} "
+                f"GFLOP ({fmt_num(first['gflop_per_iter'] / first['batch'], 3)} GFLOP per clip)")
+        if size == "paper" and first["batch"] != 64:
+            line += f"; at the paper's batch 64 that is {fmt_num(first['gflop_per_iter'] / first['batch'] * 64 / 1000, 3)} TFLOP"
+        best = max(group, key=lambda r: r["clips_per_s"])
+        if best["vs_fp32"] is not None and best["variant"] != "fp32":
+            line += f". Fastest: {LABELS[best['variant']]}, {fmt_ratio(best['vs_fp32'])} fp32 eager's clips/s"
+        elif best["variant"] == "fp32":
+            line += ". Fastest: fp32 eager itself"
+        out.append(line + ".")
+        compiled = by.get((size, "compile"))
+        if compiled and compiled["vs_fp32"] is not None and compiled["vs_fp32"] < 1:
+            out.append(f"torch.compile is slower than eager at {size} size ({fmt_ratio(compiled['vs_fp32'])}): with "
+                       f"{result['warmup'] + result['compile_warmup']} warm-up iteration(s) the timed ones likely still "
+                       f"include recompilation (D's `requires_grad` flips between the D and G steps, which Dynamo "
+                       f"guards on), so that row is not a steady-state figure.")
+    cpu_rows = [r for r in rows if "CPU" in str(r["device"])]
+    if cpu_rows and any(r["variant"] == "bf16" for r in cpu_rows):
+        if info.get("cpu_bf16"):
+            out.append(f"bf16 autocast on CPU runs on oneDNN's bf16 kernels; this CPU has "
+                       f"{', '.join(info['cpu_bf16'])}. Without them bf16 is emulated and slower than fp32.")
+        else:
+            out.append("This CPU reports no bf16 instructions (avx512_bf16 / AMX): bf16 autocast is emulated here.")
+    if not any(r["peak_fraction"] is not None for r in rows):
+        out.append("No fraction of peak: measured on "
+                   + ("a CPU" if cpu_rows else "a GPU missing from the peak table")
+                   + " (on H100/H200/A100/L40S/A10G the script reports TFLOP/s against the card's dense "
+                     "bf16 / TF32 peak).")
+    out.append(f"Each figure is the mean of {result['iters']} timed iteration(s) after {result['warmup']} "
+               f"warm-up (+{result['compile_warmup']} for torch.compile): one sample per variant, so "
+               f"differences of a few percent are noise.")
+    return out
+
+
+def section(result: dict, info: dict, load_end=None) -> str:
+    """The "## Pretraining" section of RESULTS.md, from `run`'s result."""
+    return common.section(
+        HEADING,
+        f"`{result['command']}` (or `python benchmarks/run_all.py --only pretrain`).",
+        stamp(info, quick=result["quick"], load_end=load_end),
+        f"Device: {result['device']}; torch threads: {result['threads']}.",
+        table(result["rows"]),
+        notes([*_notes(result, info), busy_note(info, load_end), METHOD]))
+
+
+def _command(args) -> str:
+    flags = ["--quick"] if args.quick else []
+    defaults = parse_args(["--quick"] if args.quick else [])
+    for name in ("sizes", "variants", "paper_batch", "demo_batch", "iters", "warmup", "compile_warmup",
+                 "threads", "device"):
+        value = getattr(args, name)
+        if value != getattr(defaults, name):
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            flags += [f"--{name.replace('_', '-')}", text]
+    return " ".join(["python benchmarks/bench_pretrain.py", *flags])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="paper,demo", type=lambda s: s.split(","))
+    p.add_argument("--sizes", default=None, type=lambda s: s.split(","),
+                   help="paper,demo (default both; --quick: demo)")
     p.add_argument("--variants", default="fp32,bf16,channels_last,compile", type=lambda s: s.split(","))
     p.add_argument("--device", default="auto")
     p.add_argument("--paper-batch", type=int, default=None, help="default: 8 on CPU, 64 on GPU")
@@ -148,8 +231,11 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--compile-warmup", type=int, default=1, help="extra warm-up for torch.compile")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--quick", action="store_true", help="demo size only (a smoke run)")
+    p.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = p.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = ["demo"] if args.quick else ["paper", "demo"]
     for name in args.sizes:
         if name not in SIZES:
             p.error(f"unknown size {name!r}; choose from {sorted(SIZES)}")
@@ -159,11 +245,16 @@ def main(argv=None) -> None:
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     args.paper_batch = args.paper_batch or (64 if gpu else 8)
     args.iters = args.iters or (20 if gpu else 2)
-    rows = run(args)
-    print(f"device: {rows[0]['device']}; torch {torch.__version__}")
-    print(table(rows))
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    info = machine_info()
+    result = run(args)
+    print(section(result, info, load_average()))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_json(args.json, result)
 
 
 if __name__ == "__main__":

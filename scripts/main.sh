@@ -20,7 +20,7 @@ echo "[main] 1/2 pretraining (python pretrain/run.py; outputs under $OUTPUTS/)"
 echo "[main] 2/2 transfer sweep (python transfer/sweep.py --fractions 0.01,0.1,1)"
 "$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS"
 
-echo "[main] done. Outputs:"
+echo "[main] done in ${SECONDS} s. Outputs:"
 echo "  synthetic set        $OUTPUTS/data/synthetic (UCF-101/, ucfTrainTestlist/, unlabeled/)"
 echo "  pretraining run      $(dirname "$(cat "$OUTPUTS/pretrain/LATEST")")"
 echo "  transfer sweep       see the paths printed above (report.md / report.html in the sweep folder)"
