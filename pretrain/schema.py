@@ -97,7 +97,8 @@ class TrainerConfig:
     sample_every: int = 0             # 0: samples only at the end
     num_samples: int = 8
     collapse_window: int = 200        # steps with mask mean < 0.02 or > 0.98 before warning
-    time_limit_min: float = 0.0       # > 0: stop (checkpoint + export) after this many minutes
+    time_limit_min: float = 0.0       # > 0: stop (checkpoint + export) after this many minutes of
+                                      # training, summed over resumes; a rerun then reuses the export
     progress: bool = True
 
 

@@ -161,6 +161,7 @@ class VGANTrainer:
         gen = torch.Generator().manual_seed(t.seed + 7919)
         self.fixed_z = torch.randn(t.num_samples, m.z_dim, generator=gen).to(self.device)
         self.step = 0
+        self.train_seconds = 0.0  # training-loop time over all attempts (trainer.time_limit_min)
         self.dataset = dataset
         self.data_fingerprint = str(getattr(dataset, "fingerprint", "")) if dataset is not None else ""
         self._collapsed_for = 0
@@ -170,7 +171,8 @@ class VGANTrainer:
         state = {"format": CKPT_FORMAT, "step": self.step, "G": self.G.state_dict(),
                  "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
                  "opt_d": self.opt_d.state_dict(), "rng": capture_rng_state(),
-                 "config": to_plain(self.cfg), "data_fingerprint": self.data_fingerprint}
+                 "config": to_plain(self.cfg), "data_fingerprint": self.data_fingerprint,
+                 "train_seconds": self.train_seconds}
         if self.ema is not None:
             state["ema"] = self.ema.module.state_dict()
         return state
@@ -197,6 +199,7 @@ class VGANTrainer:
                 self.ema.module.load_state_dict(self.G.state_dict())
         restore_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
 
     # ---------------------------------------------------------------- one iteration
     def _noise(self) -> torch.Tensor:
@@ -334,7 +337,11 @@ class VGANTrainer:
             saved_fingerprint = str(state.get("data_fingerprint", ""))
             log.info("resumed from %s at step %d", ckpts.latest(), self.step)
             del state
-        if self.step >= t.steps:  # a requeued or repeated run that had already finished
+        # time_limit_min budgets the run's training time over all its attempts (requeues,
+        # reruns), so a rerun of a run that used up its budget reuses the export instead of
+        # training on; raising the limit (or trainer.steps) continues from the checkpoint.
+        budget_s = 60 * t.time_limit_min if t.time_limit_min > 0 else float("inf")
+        if self.step >= t.steps or self.train_seconds >= budget_s:  # finished before
             export = self.run_dir / "discriminator.pt"
             if main and not export.is_file():
                 self.data_fingerprint = self.data_fingerprint or saved_fingerprint
@@ -369,7 +376,10 @@ class VGANTrainer:
                     sums, window, t_window = {}, 0, time.perf_counter()
                 if main and t.sample_every and self.step % t.sample_every == 0:
                     self.save_samples(f"samples_{self.step:08d}")
-                out_of_time = t.time_limit_min > 0 and time.monotonic() - t_start > 60 * t.time_limit_min
+                elapsed = time.monotonic() - t_start
+                t_start += elapsed
+                self.train_seconds += elapsed
+                out_of_time = self.train_seconds >= budget_s
                 if self.step >= t.steps or self._collective_flag(out_of_time):
                     if self.step < t.steps:
                         stopped = "time_limit"

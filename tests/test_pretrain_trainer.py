@@ -114,6 +114,32 @@ class _NaNAfter(TensorClips):
         return clip * float("nan") if self.count > self.after else clip
 
 
+def test_time_limit_is_a_budget_over_reruns(tmp_path, monkeypatch):
+    import pretrain.trainer as trainer_module
+
+    clock = {"now": 0.0}
+
+    def fake_monotonic():  # every call is one training step of 30 s
+        clock["now"] += 30.0
+        return clock["now"]
+
+    monkeypatch.setattr(trainer_module.time, "monotonic", fake_monotonic)
+    run = tmp_path / "run"
+    first = VGANTrainer(tiny_cfg(tmp_path, 50, time_limit_min=1.0), clips(), run_dir=run).fit()
+    assert first.stopped == "time_limit" and 0 < first.step < 50
+    assert first.export_path is not None and first.export_path.is_file()
+    exported = first.export_path.stat().st_mtime_ns
+
+    # The same command again: the budget is spent, so nothing trains and the export is kept.
+    again = VGANTrainer(tiny_cfg(tmp_path, 50, time_limit_min=1.0), clips(), run_dir=run).fit()
+    assert again.stopped == "already_finished" and again.step == first.step
+    assert again.export_path.stat().st_mtime_ns == exported
+
+    # A larger budget continues from the checkpoint.
+    more = VGANTrainer(tiny_cfg(tmp_path, 50, time_limit_min=2.0), clips(), run_dir=run).fit()
+    assert more.step > first.step
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_cfg(tmp_path, 10, ckpt_every=2)
     trainer = VGANTrainer(cfg, _NaNAfter(clips(), after=4 * 3), run_dir=tmp_path / "run")  # step 4 is bad
