@@ -58,7 +58,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="discriminator.pt (default: outputs/pretrain/LATEST)")
     p.add_argument("--data", default="synthetic", choices=("synthetic", "ucf101"))
     p.add_argument("--root", default=None, help="data root (synthetic: where to generate it)")
-    p.add_argument("--recipe", default="demo", help="transfer/conf/recipe/<name>.yaml: demo | paper | a path")
+    p.add_argument("--recipe", default="demo",
+                   help="transfer/conf/recipe/<name>.yaml: demo | improved | paper | improved_paper | a path")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe value, e.g. --set finetune.iterations=500")
     p.add_argument("--executor", default="local", choices=("local", "slurm", "debug"))
