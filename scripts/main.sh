@@ -18,9 +18,20 @@ echo "[main] 1/2 pretraining (python pretrain/run.py; outputs under $OUTPUTS/)"
   "data.cache_root=$OUTPUTS/cache"
 
 echo "[main] 2/2 transfer sweep (python transfer/sweep.py --fractions 0.01,0.1,1)"
-"$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS"
+sweep_log=$(mktemp)
+trap 'rm -f "$sweep_log"' EXIT
+sweep_rc=0
+"$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS" | tee "$sweep_log" || sweep_rc=$?
+sweep_dir=$(sed -n 's/^sweep folder: \([^ ]*\).*/\1/p' "$sweep_log")
 
 echo "[main] done in ${SECONDS} s. Outputs:"
 echo "  synthetic set        $OUTPUTS/data/synthetic (UCF-101/, ucfTrainTestlist/, unlabeled/)"
-echo "  pretraining run      $(dirname "$(cat "$OUTPUTS/pretrain/LATEST")")"
-echo "  transfer sweep       see the paths printed above (report.md / report.html in the sweep folder)"
+echo "  pretraining run      $(dirname "$(cat "$OUTPUTS/pretrain/LATEST")") (samples/, metrics.csv, losses.png)"
+if [ -n "$sweep_dir" ]; then
+  echo "  transfer sweep       $sweep_dir"
+  echo "  report               $sweep_dir/report.html (and report.md; tables and figures in report/)"
+fi
+if [ "$sweep_rc" -ne 0 ]; then
+  echo "[main] the sweep had failed cells (exit $sweep_rc): see the ledger summary in the report" >&2
+fi
+exit "$sweep_rc"

@@ -163,8 +163,9 @@ def expected_results(entries: dict) -> dict[tuple, list[str]]:
     for key, results in groups.items():
         v = interval([r["video_acc"] for r in results])
         c = interval([r["clip_acc"] for r in results])
-        per_class = np.mean([r["labeled_per_class"] for r in results])
-        rows[key] = [f"{per_class:.1f}", str(len(results)), f"{pct(v[0])} ± {pct(v[1])}", f"[{pct(v[2])}, {pct(v[3])}]",
+        per_class = float(np.mean([r["labeled_per_class"] for r in results]))
+        per_class_text = f"{per_class:.0f}" if per_class.is_integer() else f"{per_class:.1f}"
+        rows[key] = [per_class_text, str(len(results)), f"{pct(v[0])} ± {pct(v[1])}", f"[{pct(v[2])}, {pct(v[3])}]",
                      f"{pct(c[0])} ± {pct(c[1])}", f"[{pct(c[2])}, {pct(c[3])}]"]
     return rows
 

@@ -117,6 +117,11 @@ def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
 
 # ---------------------------------------------------------------- tables
 
+def count(x: float) -> str:
+    """Labeled videos per class: whole when every class got the same number, else the mean."""
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
 def pct(x: float) -> str:
     """An accuracy (a fraction) as a percentage with one decimal: the one format of every table."""
     return f"{100 * x:.1f}"
@@ -134,12 +139,12 @@ def _csv(rows: list[dict]) -> str:
 
 
 def _results_cells(row: dict) -> list[str]:
-    return [row["protocol"], row["init"], row["rule"], f"{row['labeled_per_class']:.1f}", str(row["n"]),
+    return [row["protocol"], row["init"], row["rule"], count(row['labeled_per_class']), str(row["n"]),
             f"{pct(row['mean'])} ± {pct(row['std'])}", f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]"]
 
 
 def paired_cells(row: dict) -> list[str]:
-    return [row["protocol"], row["rule"], f"{row['labeled_per_class']:.1f}", str(row["pairs"]),
+    return [row["protocol"], row["rule"], count(row['labeled_per_class']), str(row["pairs"]),
             pct(row["treated_mean"]), pct(row["baseline_mean"]), f"{pct(row['diff_mean'])}",
             f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]", f"{row['relative_gain']:.2f}"]
 

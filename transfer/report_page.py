@@ -36,7 +36,8 @@ import yaml
 
 from runkit.atomic import atomic_write_bytes, atomic_write_text
 from transfer.ledger import Ledger
-from transfer.report import PAIRED_HEAD, aggregate, current_entries, paired_cells, paired_differences, pct
+from transfer.report import (PAIRED_HEAD, aggregate, count, current_entries, paired_cells,
+                             paired_differences, pct)
 from transfer.subsets import SubsetRule
 
 PACKAGES = ("torch", "torchvision", "timm", "av", "scikit-learn", "submitit", "hydra-core", "numpy",
@@ -203,7 +204,7 @@ def _headline(sweep_dir: Path, plan: dict, entries: list[dict], env: dict, now: 
     labels = []
     for rule in rules:
         seen = sorted(per_class.get(rule.tag, ()))
-        counted = f" ({', '.join(f'{v:.1f}' for v in seen)} labeled videos/class)" if seen else ""
+        counted = f" ({', '.join(count(v) for v in seen)} labeled videos/class)" if seen else ""
         labels.append(f"`{rule.tag}`{counted}")
     splits = []
     for split in spec.get("splits", ()):
@@ -269,7 +270,7 @@ def _results(sweep_dir: Path, entries: list[dict], metric: str) -> list[Block]:
     rows = []
     for r in sorted(video, key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"], r["init"])):
         c = clip.get((r["protocol"], r["init"], r["rule"]))
-        rows.append([r["protocol"], r["rule"], f"{r['labeled_per_class']:.1f}", r["init"], str(r["n"]),
+        rows.append([r["protocol"], r["rule"], count(r['labeled_per_class']), r["init"], str(r["n"]),
                      f"{pct(r['mean'])} ± {pct(r['std'])}", f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
                      f"{pct(c['mean'])} ± {pct(c['std'])}" if c else "not recorded",
                      f"[{pct(c['ci_low'])}, {pct(c['ci_high'])}]" if c else "—"])
