@@ -89,6 +89,28 @@ def interrupt_and_requeue(job, attempt_has_progress: Callable[[int], bool], time
     return cycles
 
 
+def progress_of_attempts(job, last_step: Callable[[], int], limit: int, what: str,
+                         baseline: dict[int, int] | None = None) -> Callable[[int], bool]:
+    """A predicate for `interrupt_and_requeue`: True once attempt `attempt` of `job` is running and
+    has logged a step of its own (so submitit's and the loop's signal handlers are in place). The
+    first look after a requeue still sees the previous attempt's last step: it only records it.
+    `limit`: the step the job must not have reached yet (else it is too fast to interrupt)."""
+    baseline = {} if baseline is None else baseline
+
+    def has_progress(attempt: int) -> bool:
+        info = queue_info(job.job_id)
+        if info.get("JobState") != "RUNNING" or int(info.get("Restarts", "0")) != attempt:
+            return False
+        last = last_step()
+        assert last < limit, f"{what} too fast to interrupt it in time: give it more steps"
+        if attempt not in baseline:
+            baseline[attempt] = last
+            return False
+        return last > baseline[attempt]
+
+    return has_progress
+
+
 # ------------------------------------------------------------------------------ jobs run remotely
 def square(x: int) -> dict:
     return {"x": x, "square": x * x, "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}

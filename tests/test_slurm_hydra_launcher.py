@@ -21,7 +21,7 @@ import submitit
 import torch
 
 from slurm.jobs import queue_info
-from test_slurm_cluster import local_cluster, wait_until  # noqa: F401  (fixture)
+from test_slurm_cluster import local_cluster, progress_of_attempts, wait_until  # noqa: F401  (fixture)
 from test_slurm_pretrain import logged_steps
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -81,19 +81,9 @@ def submitted_job(sweep_dir: Path, proc: subprocess.Popen, log: Path) -> submiti
     return submitit.SlurmJob(folder=folder / "%j", job_id=job_id)
 
 
-def attempt_progress(job: submitit.SlurmJob, run_dir: Path, attempt: int, seen: dict[int, int]) -> bool:
-    """True once attempt `attempt` is running and has logged a step of its own (so submitit's
-    and the trainer's signal handlers are in place)."""
-    info = queue_info(job.job_id)
-    if info.get("JobState") != "RUNNING" or int(info.get("Restarts", "0")) != attempt:
-        return False
-    steps = logged_steps(run_dir)
-    last = steps[-1] if steps else 0
-    assert last < STEPS - 20, "training too fast to time it out twice: raise STEPS"
-    if attempt not in seen:
-        seen[attempt] = last
-        return False
-    return last > seen[attempt]
+def attempt_progress(job: submitit.SlurmJob, run_dir: Path, baseline: dict[int, int] | None = None):
+    return progress_of_attempts(job, lambda: (logged_steps(run_dir) or [0])[-1], STEPS - 20,
+                                "training", baseline)
 
 
 def test_hydra_launcher_requeues_timeouts_and_matches_plain_run(local_cluster, tmp_path):  # noqa: F811
@@ -111,9 +101,9 @@ def test_hydra_launcher_requeues_timeouts_and_matches_plain_run(local_cluster, t
     proc = start_run(["hydra/launcher=local_slurm", *SHORT_LIMIT, *tiny_overrides(tmp_path, "tiny")], log)
     run_dir = tmp_path / "pretrain" / "tiny"
     job = submitted_job(tmp_path / "pretrain" / "multirun" / "cpu_demo", proc, log)
-    seen: dict[int, int] = {}
+    has_progress = attempt_progress(job, run_dir)
     for attempt in range(TIMEOUTS):
-        wait_until(lambda: attempt_progress(job, run_dir, attempt, seen), 120,
+        wait_until(lambda: has_progress(attempt), 120,
                    f"progress of attempt {attempt} of job {job.job_id}",
                    describe=lambda: str(queue_info(job.job_id)))
         job._interrupt(timeout=True)  # SIGUSR2 alone: what SLURM sends signal_delay_s before the limit
@@ -149,7 +139,8 @@ def test_stock_launcher_does_not_requeue_a_timeout(local_cluster, tmp_path):  # 
                       "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", *SHORT_LIMIT,
                       *tiny_overrides(tmp_path, "stock")], log)
     job = submitted_job(tmp_path / "pretrain" / "multirun" / "cpu_demo", proc, log)
-    wait_until(lambda: attempt_progress(job, tmp_path / "pretrain" / "stock", 0, {0: 0}), 180,
+    has_progress = attempt_progress(job, tmp_path / "pretrain" / "stock", baseline={0: 0})
+    wait_until(lambda: has_progress(0), 180,
                f"progress of job {job.job_id}", describe=lambda: str(queue_info(job.job_id)))
     job._interrupt(timeout=True)
     rc, text = finish(proc, log, 120)

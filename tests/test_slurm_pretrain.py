@@ -11,7 +11,8 @@ import torch
 
 from slurm.jobs import queue_info, wait_jobs
 from slurm.launch_pretrain import submit_pretraining
-from test_slurm_cluster import interrupt_and_requeue, local_cluster  # noqa: F401  (fixture)
+from test_slurm_cluster import (interrupt_and_requeue, local_cluster,  # noqa: F401  (fixture)
+                                progress_of_attempts)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -45,22 +46,8 @@ def test_pretraining_preempted_three_times_equals_uninterrupted(local_cluster, t
     preempted = submit_pretraining(tiny_config(runs, "preempted"), cluster="local",
                                    folder=tmp_path / "jobs", dataset=clips)
     run_dir = runs / "preempted"
-    baseline: dict[int, int] = {}
-
-    def attempt_has_progress(attempt: int) -> bool:
-        # Only steps logged by *this* attempt count: interrupting an attempt before submitit has
-        # installed its signal handlers would kill it. The first look after a requeue sees the
-        # previous attempt's final log (it is written before the checkpoint and the requeue).
-        info = queue_info(preempted.job_id)
-        if info.get("JobState") != "RUNNING" or int(info.get("Restarts", "0")) != attempt:
-            return False
-        steps = logged_steps(run_dir)
-        last = steps[-1] if steps else 0
-        assert last < STEPS - 10, "training too fast to interrupt it 3 times: raise STEPS"
-        if attempt not in baseline:
-            baseline[attempt] = last
-            return False
-        return last > baseline[attempt]
+    attempt_has_progress = progress_of_attempts(
+        preempted, lambda: (logged_steps(run_dir) or [0])[-1], STEPS - 10, "training")
 
     began = time.monotonic()
     cycles = interrupt_and_requeue(preempted, attempt_has_progress, times=3, timeout_s=120)

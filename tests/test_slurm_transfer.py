@@ -28,7 +28,8 @@ import torch
 from runkit.atomic import atomic_torch_save
 from slurm.executors import make_executor
 from slurm.jobs import PreemptibleCall, queue_info, wait_jobs
-from test_slurm_cluster import interrupt_and_requeue, local_cluster, restart_count, wait_until  # noqa: F401
+from test_slurm_cluster import (interrupt_and_requeue, local_cluster,  # noqa: F401  (fixture)
+                                progress_of_attempts, restart_count, wait_until)
 from test_transfer_sweep import spec_for, stable_ledger, tables, tiny  # noqa: F401  (fixture)
 from transfer.cells import run_cell
 from transfer.ledger import Ledger, stable_view
@@ -100,20 +101,8 @@ def test_finetune_cell_preempted_three_times_equals_uninterrupted(local_cluster,
     reference = executor.submit(PreemptibleCall(cell_keeping_weights, plans["reference"].ctx, cell))
     preempted = executor.submit(PreemptibleCall(cell_keeping_weights, plans["preempted"].ctx, cell))
     cell_dirs = {name: Path(plan.ctx.out_dir) / "cells" / cell.cell_id for name, plan in plans.items()}
-    baseline: dict[int, int] = {}
-
-    def attempt_has_progress(attempt: int) -> bool:
-        # Only a step logged by *this* attempt counts (then its signal handlers are in place); the
-        # first look after a requeue still sees the previous attempt's last step.
-        info = queue_info(preempted.job_id)
-        if info.get("JobState") != "RUNNING" or int(info.get("Restarts", "0")) != attempt:
-            return False
-        last = last_step(cell_dirs["preempted"])
-        assert last < CELL_ITERATIONS - 50, "fine-tuning too fast to preempt it 3 times: raise CELL_ITERATIONS"
-        if attempt not in baseline:
-            baseline[attempt] = last
-            return False
-        return last > baseline[attempt]
+    attempt_has_progress = progress_of_attempts(
+        preempted, lambda: last_step(cell_dirs["preempted"]), CELL_ITERATIONS - 50, "fine-tuning")
 
     began = time.monotonic()
     cycles = interrupt_and_requeue(preempted, attempt_has_progress, times=3, timeout_s=120)

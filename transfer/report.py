@@ -12,7 +12,6 @@ that shows them with the pretraining run, configs and ledger is `transfer.report
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -288,17 +287,10 @@ def write_report(sweep_dir: str | Path, metric: str = "video_acc", figures: bool
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--metric", default="video_acc", choices=METRICS)
-    args = parser.parse_args(argv)
-    from transfer.report_page import write_report_page  # the page builds on this module
+    """`python -m transfer.report SWEEP_DIR`: the same as `python -m transfer.report_page`."""
+    from transfer.report_page import main as page_main  # the page builds on this module
 
-    written = write_report(args.sweep_dir, args.metric)
-    if (Path(args.sweep_dir) / "sweep.json").is_file():
-        written.update(write_report_page(args.sweep_dir, args.metric))
-    for name, path in written.items():
-        print(f"{name:24s} {path}")
+    page_main(argv)
 
 
 if __name__ == "__main__":
