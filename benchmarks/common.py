@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import re
-import socket
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from runkit.atomic import atomic_write_text
+from runkit.machine import describe_machine
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 TITLE = "# Benchmark results"
@@ -26,38 +24,6 @@ _HEADING = re.compile(r"^## (.+?)[ \t]*$", re.M)
 
 
 # ------------------------------------------------------------------------------------ machine
-
-def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and not model:
-                model = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model or platform.processor() or platform.machine(), flags
-
-
-def _ram_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 2**20
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
 
 def load_average() -> tuple[float, float, float] | None:
     try:
@@ -70,30 +36,10 @@ def machine_info() -> dict:
     """The machine and software stack, as plain data (JSON-serialisable)."""
     import torch
 
-    model, flags = _cpuinfo()
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
-        if torch.cuda.is_available() else []
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {
-        "host": socket.gethostname(),
-        "cpu": model,
-        "cpu_bf16": sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile")),
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "ram_gib": _ram_gib(),
-        "gpus": gpus,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {name: _version(dist) for name, dist in (
-            ("torch", "torch"), ("torchvision", "torchvision"), ("torchcodec", "torchcodec"),
-            ("av", "av"), ("numpy", "numpy"), ("scikit-learn", "scikit-learn"))},
-        "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "load": load_average(),
-    }
+    info = describe_machine(("torch", "torchvision", "torchcodec", "av", "numpy", "scikit-learn"))
+    info.update(torch_threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d %H:%M %Z"),
+                load=load_average())
+    return info
 
 
 def fmt_load(load: Sequence[float] | None) -> str:

@@ -22,19 +22,17 @@ import base64
 import hashlib
 import html
 import json
-import os
-import platform
 import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
 import yaml
 
 from runkit.atomic import atomic_write_bytes, atomic_write_text
+from runkit.machine import describe_machine
 from transfer.ledger import Ledger
 from transfer.report import (PAIRED_HEAD, aggregate, count, current_entries, paired_cells,
                              paired_differences, pct)
@@ -109,36 +107,9 @@ def files(pairs: Sequence[tuple[str, str]]) -> Block:
 
 def environment() -> dict:
     """Hardware and package versions of the process writing the report."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 0
-    import torch
-
-    gpus = []
-    try:
-        if torch.cuda.is_available():
-            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - a broken CUDA set-up still gets a report
-        gpus = []
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    versions["torch"] = torch.__version__  # carries the build tag (+cpu, +cu130) the metadata drops
-    return {"host": platform.node(), "os": f"{platform.system()} {platform.release()}",
-            "cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count() or 0,
-            "usable_cores": usable, "gpus": gpus, "cuda": torch.version.cuda, "versions": versions}
+    env = describe_machine(PACKAGES)
+    env["versions"] = {"python": env["python"], **env["versions"]}
+    return env
 
 
 def _utc(timestamp: float) -> str:
