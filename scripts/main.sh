@@ -21,12 +21,14 @@ echo "[main] 2/2 transfer sweep (python transfer/sweep.py --fractions 0.01,0.1,1
 sweep_log=$(mktemp)
 trap 'rm -f "$sweep_log"' EXIT
 sweep_rc=0
-"$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS" | tee "$sweep_log" || sweep_rc=$?
+# The export of the run above, named (not outputs/pretrain/LATEST, which any other pretraining moves).
+"$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS" \
+  --checkpoint "$OUTPUTS/pretrain/cpu_demo/discriminator.pt" | tee "$sweep_log" || sweep_rc=$?
 sweep_dir=$(sed -n 's/^sweep folder: \([^ ]*\).*/\1/p' "$sweep_log")
 
 echo "[main] done in ${SECONDS} s. Outputs:"
 echo "  synthetic set        $OUTPUTS/data/synthetic (UCF-101/, ucfTrainTestlist/, unlabeled/)"
-echo "  pretraining run      $(dirname "$(cat "$OUTPUTS/pretrain/LATEST")") (samples/, metrics.csv, losses.png)"
+echo "  pretraining run      $OUTPUTS/pretrain/cpu_demo (samples/, metrics.csv, losses.png)"
 if [ -n "$sweep_dir" ]; then
   echo "  transfer sweep       $sweep_dir"
   echo "  report               $sweep_dir/report.html (and report.md; tables and figures in report/)"
