@@ -159,11 +159,13 @@ def _markdown(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _latex(head: list[str], body: list[list[str]], caption: str) -> str:
+def _latex(head: list[str], body: list[list[str]], caption: str, align: str | None = None) -> str:
+    """A booktabs table; `align` the column spec (default: three text columns, the rest numbers)."""
     def esc(text: str) -> str:
         return (text.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("_", r"\_")
                 .replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("&", r"\&"))
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * 3 + "r" * (len(head) - 3) + "}",
+    align = align or "l" * 3 + "r" * (len(head) - 3)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + align + "}",
              r"\toprule", " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]
     lines += [" & ".join(esc(c) for c in cells) + r" \\" for cells in body]
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(caption)}}}", r"\end{table}"]
@@ -182,58 +184,83 @@ def _style_axes(ax, xs: Sequence[float]) -> None:
     ax.grid(alpha=0.3, linewidth=0.5)
 
 
-def plot_accuracy(table: list[dict], out: Path, metric: str) -> list[Path]:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on compute nodes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH_IN, 2.4))
-    lines: dict[tuple, list[dict]] = defaultdict(list)
-    for row in table:
-        lines[(row["protocol"], row["init"])].append(row)
-    for i, ((protocol, init), rows) in enumerate(sorted(lines.items())):
+    return plt
+
+
+def draw_accuracy(ax, lines: Sequence[tuple[str, list[dict], dict]]) -> None:
+    """One line per (legend label, `aggregate` rows, errorbar style): the mean in % against labeled
+    videos per class, error bars the 95% CI."""
+    for i, (label, rows, style) in enumerate(lines):
         rows = sorted(rows, key=lambda r: r["labeled_per_class"])
         # a small sideways offset per line (log axis) so error bars at one x do not hide each other
         dodge = 1.0 + 0.025 * (i - (len(lines) - 1) / 2)
         xs = [r["labeled_per_class"] * dodge for r in rows]
         ys = [100 * r["mean"] for r in rows]
         err = [100 * (r["ci_high"] - r["ci_low"]) / 2 for r in rows]
-        ax.errorbar(xs, ys, yerr=err, marker="o" if init == "pretrained" else "s", markersize=3,
-                    linestyle="-" if init == "pretrained" else "--", linewidth=1, capsize=2,
-                    label=f"{init} + {protocol}")
-    if table:
-        chance = 100.0 / table[0]["num_classes"]
-        ax.axhline(chance, color="grey", linewidth=0.7, linestyle=":", label="chance")
-        _style_axes(ax, [r["labeled_per_class"] for r in table])
-        # a t-interval over few runs can reach past 0 or 100; accuracy cannot
-        low = min([100 * r["ci_low"] for r in table] + [chance])
-        high = max([100 * r["ci_high"] for r in table] + [chance])
-        ax.set_ylim(max(0.0, low - 3), min(100.0, high + 3))
-    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
-    ax.legend(fontsize=6, frameon=False)
-    fig.tight_layout()
-    paths = [out / "accuracy_vs_labels.png", out / "accuracy_vs_labels.pdf"]
+        ax.errorbar(xs, ys, yerr=err, markersize=3, linewidth=1, capsize=2, label=label, **style)
+
+
+def accuracy_axes(ax, rows: list[dict]) -> None:
+    """Chance line(s), log x ticks at the rows' label counts and y limits that hold every interval."""
+    classes = sorted({r["num_classes"] for r in rows})
+    chances = [100.0 / n for n in classes]
+    for n, chance in zip(classes, chances):
+        ax.axhline(chance, color="grey", linewidth=0.7, linestyle=":",
+                   label="chance" if len(classes) == 1 else f"chance ({n} classes)")
+    _style_axes(ax, [r["labeled_per_class"] for r in rows])
+    # a t-interval over few runs can reach past 0 or 100; accuracy cannot
+    low = min([100 * r["ci_low"] for r in rows] + chances)
+    high = max([100 * r["ci_high"] for r in rows] + chances)
+    ax.set_ylim(max(0.0, low - 3), min(100.0, high + 3))
+
+
+def draw_gain(ax, lines: Sequence[tuple[str, list[dict], dict]]) -> None:
+    """One line per (legend label, `paired_differences` rows, plot style): pretrained ÷ random."""
+    for label, rows, style in lines:
+        rows = sorted(rows, key=lambda r: r["labeled_per_class"])
+        ax.plot([r["labeled_per_class"] for r in rows], [r["relative_gain"] for r in rows],
+                markersize=3, linewidth=1, label=label, **style)
+
+
+def save_figure(fig, out: Path, stem: str) -> list[Path]:
+    """`<out>/<stem>.png` and `.pdf`, each written atomically; closes the figure."""
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     for path in paths:
         atomic_write_with(path, lambda handle, p=path: fig.savefig(handle, format=p.suffix[1:], dpi=200))
-    plt.close(fig)
+    pyplot().close(fig)
     return paths
 
 
+def plot_accuracy(table: list[dict], out: Path, metric: str) -> list[Path]:
+    fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.4))
+    lines: dict[tuple, list[dict]] = defaultdict(list)
+    for row in table:
+        lines[(row["protocol"], row["init"])].append(row)
+    draw_accuracy(ax, [(f"{init} + {protocol}", rows,
+                        {"marker": "o" if init == "pretrained" else "s",
+                         "linestyle": "-" if init == "pretrained" else "--"})
+                       for (protocol, init), rows in sorted(lines.items())])
+    if table:
+        accuracy_axes(ax, table)
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return save_figure(fig, out, "accuracy_vs_labels")
+
+
 def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH_IN, 2.2))
+    fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.2))
     lines: dict[str, list[dict]] = defaultdict(list)
     for row in paired:
         lines[row["protocol"]].append(row)
-    for protocol, rows in sorted(lines.items()):
-        rows = sorted(rows, key=lambda r: r["labeled_per_class"])
-        ax.plot([r["labeled_per_class"] for r in rows], [r["relative_gain"] for r in rows],
-                marker="o", markersize=3, linewidth=1, label=protocol)
+    draw_gain(ax, [(protocol, rows, {"marker": "o"}) for protocol, rows in sorted(lines.items())])
     ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
     if paired:
         _style_axes(ax, [r["labeled_per_class"] for r in paired])
@@ -241,11 +268,7 @@ def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
     if lines:
         ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
-    paths = [out / "relative_gain.png", out / "relative_gain.pdf"]
-    for path in paths:
-        atomic_write_with(path, lambda handle, p=path: fig.savefig(handle, format=p.suffix[1:], dpi=200))
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, "relative_gain")
 
 
 # ---------------------------------------------------------------- entry
