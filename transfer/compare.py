@@ -265,8 +265,12 @@ def _shared_legend(fig, axes, narrow: bool) -> None:
             handles.setdefault(label, handle)
     order = sorted(handles, key=lambda label: label.startswith("chance"))  # stable: lines keep their order
     if order:
+        # As many columns as fit the figure's width at 6 pt (~0.05 in a character + the marker),
+        # so long sweep labels wrap into more rows instead of running off the page.
+        column_in = 0.05 * max(len(label) for label in order) + 0.45
+        fit = max(1, int(fig.get_figwidth() // column_in))
         fig.legend([handles[k] for k in order], order, loc="outside upper center",
-                   ncol=min(len(order), 2 if narrow else 5), fontsize=6, frameon=False)
+                   ncol=min(len(order), 2 if narrow else 5, fit), fontsize=6, frameon=False)
 
 
 # -------------------------------------------------------------------------------------- entry
