@@ -20,7 +20,7 @@ def _cpuinfo() -> tuple[str, set[str]]:
             elif key == "flags" and not flags:
                 flags = set(value.split())
     except OSError:  # not Linux: fall back to what platform knows
-        pass
+        model, flags = "", set()
     return model or platform.processor() or platform.machine(), flags
 
 
