@@ -16,21 +16,14 @@ import torch
 from transfer.compare import CompareError, compare_sweeps, main
 from transfer.report import write_report
 from transfer.runner import SweepSpec, plan_sweep, run_sweep
-from transfer.testing import TINY_RECIPE, write_tiny_export
+from transfer.testing import TINY_RECIPE, tiny_sweep_spec, write_tiny_export
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_SET = dict(num_classes=3, clips_per_group=1, unlabeled_videos=0, frames=20, width=32, height=32,
-                workers=1)
 IMPROVED = {**TINY_RECIPE, "probe": {**TINY_RECIPE["probe"], "c_grid": [1.0, 10.0]}}
 
 
 def spec_for(root: Path, checkpoint: Path, out: str, **kw) -> SweepSpec:
-    base = dict(fractions=(0.1, 1.0), seeds=(0, 1), protocols=("linear",), checkpoint=str(checkpoint),
-                root=str(root / "data"), overrides=TINY_RECIPE, out=str(root / out),
-                cache_root=str(root / "cache"), executor="debug", threads=1, cache_workers=1,
-                show_progress=False, synthetic=TINY_SET)
-    base.update(kw)
-    return SweepSpec(**base)
+    return tiny_sweep_spec(root, checkpoint, out, **{"protocols": ("linear",), **kw})
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,8 @@ from scipy import stats
 
 from transfer import cells as cells_mod
 from transfer.runner import SweepSpec, run_sweep
-from transfer.testing import TINY_RECIPE, write_tiny_export
+from transfer.testing import tiny_sweep_spec, write_tiny_export
 
-TINY_SET = dict(num_classes=3, clips_per_group=1, unlabeled_videos=0, frames=20, width=32, height=32,
-                workers=1)
 FAIL = {"protocol": "linear", "init": "random", "rule_tag": "f0.1", "seed": 1}
 PROTOCOLS = ("linear",)
 FAIL_MESSAGE = "probe exploded | on purpose"
@@ -46,11 +44,7 @@ def tiny_pretrain(root: Path) -> Path:
 
 
 def spec_for(root: Path, checkpoint: Path, out: str, **kw) -> SweepSpec:
-    base = dict(fractions=(0.1, 1.0), seeds=(0, 1), protocols=PROTOCOLS, checkpoint=str(checkpoint),
-                root=str(root / "data"), overrides=TINY_RECIPE, out=str(root / out), cache_root=str(root / "cache"),
-                executor="debug", threads=1, cache_workers=1, show_progress=False, synthetic=TINY_SET)
-    base.update(kw)
-    return SweepSpec(**base)
+    return tiny_sweep_spec(root, checkpoint, out, **{"protocols": PROTOCOLS, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,8 @@ from transfer import features as features_mod
 from transfer.ledger import Ledger, stable_view
 from transfer.runner import SweepSpec, plan_sweep, run_sweep, sweep_status
 from transfer.sweep import main as sweep_main
-from transfer.testing import TINY_RECIPE, write_tiny_export
+from transfer.testing import tiny_sweep_spec, write_tiny_export
 
-TINY_SET = dict(num_classes=3, clips_per_group=1, unlabeled_videos=0, frames=20, width=32, height=32,
-                workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +24,7 @@ def tiny(tmp_path_factory):
 
 
 def spec_for(tiny, out: str, **kw) -> SweepSpec:
-    base = dict(fractions=(0.1, 1.0), seeds=(0,), protocols=("finetune", "linear"),
-                checkpoint=str(tiny["checkpoint"]), root=str(tiny["root"] / "data"), overrides=TINY_RECIPE,
-                out=str(tiny["root"] / out), cache_root=str(tiny["root"] / "cache"), executor="debug",
-                threads=1, cache_workers=1, show_progress=False, synthetic=TINY_SET)
-    base.update(kw)
-    return SweepSpec(**base)
+    return tiny_sweep_spec(tiny["root"], tiny["checkpoint"], out, **{"seeds": (0,), **kw})
 
 
 def stable_ledger(out: Path) -> dict:

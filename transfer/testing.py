@@ -18,6 +18,24 @@ TINY_RECIPE = {
 }
 
 
+# A 3-class synthetic set of 20-frame 32x32 videos, one video per group: generated in seconds.
+TINY_SET = dict(num_classes=3, clips_per_group=1, unlabeled_videos=0, frames=20, width=32, height=32,
+                workers=1)
+
+
+def tiny_sweep_spec(root: str | Path, checkpoint: str | Path, out: str, **overrides):
+    """A SweepSpec over the tiny set under `root` (data/, cache/, `out`/), run in-process."""
+    from transfer.runner import SweepSpec
+
+    root = Path(root)
+    spec = dict(fractions=(0.1, 1.0), seeds=(0, 1), protocols=("finetune", "linear"),
+                checkpoint=str(checkpoint), root=str(root / "data"), overrides=TINY_RECIPE,
+                out=str(root / out), cache_root=str(root / "cache"), executor="debug", threads=1,
+                cache_workers=1, show_progress=False, synthetic=TINY_SET)
+    spec.update(overrides)
+    return SweepSpec(**spec)
+
+
 def write_tiny_export(path: str | Path, *, width: int = 2, frames: int = 16, size: int = 16,
                       seed: int = 123, step: int = 0) -> Path:
     """A randomly initialised discriminator saved as a pretraining export."""
