@@ -91,6 +91,7 @@ def test_path_with_spaces_and_non_ascii(tmp_path):
     assert probe_video(path).num_frames == 6
 
 
+@pytest.mark.timeout(120)  # a hung worker fails fast instead of using the suite's 900 s
 def test_decode_error_pickles_and_survives_a_dataloader_worker(tmp_path):
     err = VideoDecodeError(tmp_path / "x.avi", "empty file (0 bytes)")
     again = pickle.loads(pickle.dumps(err))
@@ -102,7 +103,8 @@ def test_decode_error_pickles_and_survives_a_dataloader_worker(tmp_path):
     ds = UCF101Videos(recs, 4, 16)
     x, y = ds[0]
     assert x.shape == (3, 4, 16, 16) and y == 0
-    loader = DataLoader(ds, batch_size=1, num_workers=1)
+    # forkserver: a worker forked from this (threaded, FFmpeg-using) process once deadlocked.
+    loader = DataLoader(ds, batch_size=1, num_workers=1, multiprocessing_context="forkserver")
     with pytest.raises(VideoDecodeError, match=r"bad clip\.avi.*empty file"):
         list(loader)
 

@@ -26,6 +26,10 @@ class UCF101Videos(Dataset):
     sampling: "first" (the paper's first T frames), "random" (a random start drawn from torch's
     RNG, so DataLoader worker seeding and `torch.manual_seed` make it reproducible) or "uniform".
     Works for any records, labeled (load_split) or not (list_videos: label -1).
+
+    With DataLoader workers, prefer `multiprocessing_context="forkserver"` (or "spawn"): a worker
+    forked from a process that has already run FFmpeg and OpenMP threads can deadlock (seen once
+    in this suite's tests). The dataset is only records and settings, so it pickles cheaply.
     """
 
     def __init__(self, records: Sequence[VideoRecord], num_frames: int, size: Size, *,
