@@ -69,6 +69,7 @@ class OptimConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    eps: float = 1e-8                 # Adam's epsilon (PyTorch's and Torch7's default)
     weight_decay: float = 0.0
 
 

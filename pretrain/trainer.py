@@ -19,8 +19,10 @@ Only rank 0 writes.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from pretrain.models import (CrossRankBatchNorm, Discriminator, build_generator,
 from pretrain.samples import plot_losses, save_samples
 from pretrain.schema import PretrainConfig, to_plain, validate
 from runkit import preemption
-from runkit.atomic import atomic_torch_save, atomic_write_text
+from runkit.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from runkit.checkpoint import CheckpointError, CheckpointManager, capture_rng_state, restore_rng_state, seed_everything
 from runkit.distributed import DistInfo, detect
 from runkit.logging import MetricLogger, progress
@@ -60,6 +62,7 @@ class FitResult:
     step: int
     export_path: Path | None
     stopped: str  # "finished" | "time_limit" | "already_finished"
+    resumed_from: int | None = None  # the checkpoint step this attempt started from (None: fresh)
 
 
 def as_config(cfg: Any) -> Any:
@@ -145,9 +148,9 @@ class VGANTrainer:
             _channels_last(self.D)
         o = self.cfg.optim
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2),
-                                      weight_decay=o.weight_decay)
+                                      eps=o.eps, weight_decay=o.weight_decay)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2),
-                                      weight_decay=o.weight_decay)
+                                      eps=o.eps, weight_decay=o.weight_decay)
         self.ema = None
         if t.ema:
             from timm.utils import ModelEmaV3
@@ -332,9 +335,11 @@ class VGANTrainer:
         ckpts = CheckpointManager(self.run_dir / "checkpoints", keep=t.keep)
         state = ckpts.load_latest(map_location=self.device)
         saved_fingerprint = ""
+        resumed_from = None
         if state is not None:
             self.load_state_dict(state)
             saved_fingerprint = str(state.get("data_fingerprint", ""))
+            resumed_from = self.step
             log.info("resumed from %s at step %d", ckpts.latest(), self.step)
             del state
         # time_limit_min budgets the run's training time over all its attempts (requeues,
@@ -346,8 +351,10 @@ class VGANTrainer:
             if main and not export.is_file():
                 self.data_fingerprint = self.data_fingerprint or saved_fingerprint
                 export = self.finish()
-            return FitResult(self.run_dir, self.step, export, "already_finished")
+            return FitResult(self.run_dir, self.step, export, "already_finished", resumed_from)
 
+        if main:
+            self._record_attempt(resumed_from)
         loader = self._loader()
         if saved_fingerprint and saved_fingerprint != self.data_fingerprint:
             log.warning("resuming on different data: fingerprint %s, checkpoint's %s",
@@ -400,7 +407,21 @@ class VGANTrainer:
             if metrics_log is not None:
                 metrics_log.close()
         export = self.finish() if main else None
-        return FitResult(self.run_dir, self.step, export, stopped)
+        return FitResult(self.run_dir, self.step, export, stopped, resumed_from)
+
+    def _record_attempt(self, resumed_from: int | None) -> None:
+        """Append this attempt (start step, checkpoint it resumed from, host, job) to
+        `attempts.json`: the run's history across requeues, which the metrics log cannot show."""
+        path = self.run_dir / "attempts.json"
+        try:
+            attempts = json.loads(path.read_text()) if path.is_file() else []
+        except (OSError, ValueError):
+            attempts = []  # an unreadable history is not worth stopping a run for
+        attempts.append({"start_step": self.step, "resumed_from": resumed_from, "time": time.time(),
+                         "host": socket.gethostname(), "pid": os.getpid(),
+                         "slurm_job": os.environ.get("SLURM_JOB_ID"),
+                         "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", "0"))})
+        atomic_write_json(path, attempts)
 
     def _log(self, metrics_log, bar, sums, window, elapsed) -> None:
         if window == 0:

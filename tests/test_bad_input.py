@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from _timing import scaled
 from _videos import block_frames, index_frames, read_index, write_audio_only, write_video
 from videodata.datasets import UCF101Videos
 from videodata.decode import decode_video, probe_video, read_clip
@@ -91,7 +92,6 @@ def test_path_with_spaces_and_non_ascii(tmp_path):
     assert probe_video(path).num_frames == 6
 
 
-@pytest.mark.timeout(120)  # a hung worker fails fast instead of using the suite's 900 s
 def test_decode_error_pickles_and_survives_a_dataloader_worker(tmp_path):
     err = VideoDecodeError(tmp_path / "x.avi", "empty file (0 bytes)")
     again = pickle.loads(pickle.dumps(err))
@@ -104,7 +104,10 @@ def test_decode_error_pickles_and_survives_a_dataloader_worker(tmp_path):
     x, y = ds[0]
     assert x.shape == (3, 4, 16, 16) and y == 0
     # forkserver: a worker forked from this (threaded, FFmpeg-using) process once deadlocked.
-    loader = DataLoader(ds, batch_size=1, num_workers=1, multiprocessing_context="forkserver")
+    # A hung worker fails the test after the DataLoader's own timeout (stretched on a slow machine)
+    # instead of using up the suite's 900 s.
+    loader = DataLoader(ds, batch_size=1, num_workers=1, multiprocessing_context="forkserver",
+                        timeout=scaled(60))
     with pytest.raises(VideoDecodeError, match=r"bad clip\.avi.*empty file"):
         list(loader)
 

@@ -1,6 +1,7 @@
 """pretrain.trainer on in-memory clips: resume determinism, preemption, NaN stop, export, health."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -50,14 +51,32 @@ def _assert_same_state(a: dict, b: dict) -> None:
             assert torch.equal(a["ema"][key], b["ema"][key]), f"ema.{key} differs"
 
 
+def count_steps(trainer: VGANTrainer) -> list[int]:
+    """Record the step at which each `train_step` call of this trainer starts."""
+    started, real = [], trainer.train_step
+
+    def counted(batch):
+        started.append(trainer.step)
+        return real(batch)
+
+    trainer.train_step = counted
+    return started
+
+
 @pytest.mark.parametrize("options", [{}, IMPROVED], ids=["paper", "improved"])
 def test_resume_is_exact(tmp_path, options):
     straight = VGANTrainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "a")
     straight.fit()
     VGANTrainer(tiny_cfg(tmp_path, 2, **options), clips(), run_dir=tmp_path / "b").fit()
     resumed = VGANTrainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "b")
+    steps_run = count_steps(resumed)
     result = resumed.fit()
     assert result.step == 4 and resumed.step == 4
+    # the second attempt trained only steps 3 and 4, from the step-2 checkpoint (a run that
+    # ignored its checkpoint would retrain all four and, being deterministic, end the same)
+    assert result.resumed_from == 2 and steps_run == [2, 3]
+    attempts = json.loads((tmp_path / "b" / "attempts.json").read_text())
+    assert [(a["start_step"], a["resumed_from"]) for a in attempts] == [(0, None), (2, 2)]
     _assert_same_state(straight.state_dict(), resumed.state_dict())
     rows = resumed_rows = [int(r["step"]) for r in _rows(tmp_path / "b")]
     assert resumed_rows == [1, 2, 3, 4], rows  # metrics truncated and continued, no repeats
@@ -99,7 +118,8 @@ def test_preemption_checkpoints_then_resumes_exactly(tmp_path):
     assert CheckpointManager(tmp_path / "b" / "checkpoints").all_steps() == [2]
     assert not (tmp_path / "b" / "discriminator.pt").exists()
     resumed = VGANTrainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "b")
-    resumed.fit()
+    steps_run = count_steps(resumed)
+    assert resumed.fit().resumed_from == 2 and steps_run == [2, 3]
     _assert_same_state(straight.state_dict(), resumed.state_dict())
 
 

@@ -16,6 +16,7 @@ from typing import Callable
 import cloudpickle
 import pytest
 
+from _timing import scaled
 from runkit import preemption
 from runkit.atomic import atomic_write_json, atomic_write_text
 from slurm.executors import make_executor
@@ -54,6 +55,9 @@ def slurm_executor(folder: Path, **overrides):
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.3,
                describe: Callable[[], str] | None = None) -> None:
+    """Poll `condition` for `timeout_s` seconds, stretched on a machine slower than the one the
+    limits were tuned on (tests/_timing.py)."""
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -177,7 +181,7 @@ def test_job_array_returns_every_result(local_cluster, tmp_path):
     executor = slurm_executor(tmp_path)
     jobs = submit_array(executor, [PreemptibleCall(square, x) for x in range(5)])
     assert len({job.job_id.split("_")[0] for job in jobs}) == 1, "not submitted as one array"
-    results = collect_results(jobs, timeout_s=120)
+    results = collect_results(jobs, timeout_s=scaled(120))
     assert [r["square"] for r in results] == [0, 1, 4, 9, 16]
     assert sorted(r["array_task"] for r in results) == ["0", "1", "2", "3", "4"]
 
@@ -193,7 +197,7 @@ def test_preempted_three_times_resumes_and_loses_nothing(local_cluster, tmp_path
         return any(line.split()[1] == str(attempt) for line in lines)
 
     cycles = interrupt_and_requeue(job, attempt_has_progress, times=3)
-    [outcome] = wait_jobs([job], timeout_s=120)
+    [outcome] = wait_jobs([job], timeout_s=scaled(120))
     assert outcome.ok, outcome.describe()
     assert outcome.result == steps * (steps + 1) // 2
     lines = [line.split() for line in log_path.read_text().splitlines()]
@@ -207,7 +211,7 @@ def test_preempted_three_times_resumes_and_loses_nothing(local_cluster, tmp_path
 def test_failing_job_reports_its_error_and_is_not_requeued(local_cluster, tmp_path):
     executor = slurm_executor(tmp_path)
     jobs = submit_array(executor, [PreemptibleCall(fail_loudly, "#7"), PreemptibleCall(square, 3)])
-    outcomes = wait_jobs(jobs, timeout_s=120)
+    outcomes = wait_jobs(jobs, timeout_s=scaled(120))
     failed, fine = outcomes
     assert fine.ok and fine.result["square"] == 9
     assert not failed.ok and "deliberate failure #7" in failed.error
@@ -222,7 +226,7 @@ def test_ddp_two_tasks_match_single_process(local_cluster, tmp_path):
 
     executor = slurm_executor(tmp_path, tasks_per_node=2)
     job = executor.submit(PreemptibleCall(ddp_train, 3, 4))
-    [outcome] = wait_jobs([job], timeout_s=150)
+    [outcome] = wait_jobs([job], timeout_s=scaled(150))
     assert outcome.ok, outcome.describe()
     ranks = outcome.task_results
     assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["world"] == 2 for r in ranks)

@@ -20,6 +20,7 @@ import pytest
 import submitit
 import torch
 
+from _timing import REFERENCE_STEP_S, scaled, steps_for
 from slurm.jobs import queue_info
 from test_slurm_cluster import local_cluster, progress_of_attempts, wait_until  # noqa: F401  (fixture)
 from test_slurm_pretrain import logged_steps
@@ -27,7 +28,7 @@ from test_slurm_pretrain import logged_steps
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = 400
+STEPS = steps_for(400 * REFERENCE_STEP_S, at_least=400)  # long enough to interrupt twice (tests/_timing.py)
 TIMEOUTS = 2
 
 
@@ -56,6 +57,7 @@ def start_run(args: list[str], log: Path, multirun: bool = True) -> subprocess.P
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout_s: float) -> tuple[int, str]:
+    timeout_s = scaled(timeout_s)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -4,11 +4,13 @@ was never interrupted (CPU, deterministic)."""
 from __future__ import annotations
 
 import csv
+import json
 import time
 
 import pytest
 import torch
 
+from _timing import REFERENCE_STEP_S, scaled, steps_for
 from slurm.jobs import queue_info, wait_jobs
 from slurm.launch_pretrain import submit_pretraining
 from test_slurm_cluster import (interrupt_and_requeue, local_cluster,  # noqa: F401  (fixture)
@@ -16,7 +18,8 @@ from test_slurm_cluster import (interrupt_and_requeue, local_cluster,  # noqa: F
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-STEPS = 120
+# long enough to preempt three times, on a fast machine too (tests/_timing.py)
+STEPS = steps_for(120 * REFERENCE_STEP_S, at_least=120)
 
 
 def tiny_config(output_root, run_name: str) -> dict:
@@ -51,13 +54,20 @@ def test_pretraining_preempted_three_times_equals_uninterrupted(local_cluster, t
 
     began = time.monotonic()
     cycles = interrupt_and_requeue(preempted, attempt_has_progress, times=3, timeout_s=120)
-    outcomes = wait_jobs([reference, preempted], timeout_s=180)
+    outcomes = wait_jobs([reference, preempted], timeout_s=scaled(180))
     for outcome in outcomes:
         assert outcome.ok, outcome.describe()
     ref, got = (o.result for o in outcomes)
     assert got["step"] == ref["step"] == STEPS and got["stopped"] == "finished"
     assert int(queue_info(preempted.job_id).get("Restarts", "0")) == 3
     assert logged_steps(run_dir) == list(range(1, STEPS + 1)), "repeated or missing steps"
+    # every restart resumed from the checkpoint its predecessor wrote at the preemption (a restart
+    # from scratch would also end at STEPS with the same weights: training is deterministic)
+    attempts = json.loads((run_dir / "attempts.json").read_text())
+    assert [a["slurm_restart"] for a in attempts] == [0, 1, 2, 3]
+    resumed = [a["resumed_from"] for a in attempts]
+    assert resumed[0] is None and 0 < resumed[1] < resumed[2] < resumed[3] < STEPS, resumed
+    assert [a["start_step"] for a in attempts[1:]] == resumed[1:]
     want, have = load_export(ref["export"])["state_dict"], load_export(got["export"])["state_dict"]
     assert want.keys() == have.keys()
     for key in want:

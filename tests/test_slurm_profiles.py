@@ -54,7 +54,12 @@ def test_missing_profile_lists_the_available_ones():
 def test_profile_from_mapping_and_overrides():
     profile = load_profile({"partition": "p", "timeout_min": 20}, tasks_per_node=2)
     assert profile.partition == "p" and profile.tasks_per_node == 2 and profile.tasks == 2
-    assert load_profile(profile.to_dict()) == ClusterProfile.from_dict(profile.to_dict())
+    assert profile.timeout_min == 20 and profile.name == "custom"
+    # every field not given keeps the dataclass default (signal delay, requeues, GPUs, ...)
+    assert (profile.gpus_per_node, profile.signal_delay_s, profile.max_num_timeout, profile.mem_gb) == (0, 90, 3, None)
+    # a profile survives a round trip through its plain dict, field by field
+    again = load_profile(profile.to_dict())
+    assert again.to_dict() == {**ClusterProfile().to_dict(), "partition": "p", "timeout_min": 20, "tasks_per_node": 2}
 
 
 def test_slurm_parameters_from_gpu_profile():

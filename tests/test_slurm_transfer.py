@@ -25,6 +25,7 @@ import pytest
 import submitit
 import torch
 
+from _timing import REFERENCE_STEP_S, scaled, steps_for
 from runkit.atomic import atomic_torch_save
 from slurm.executors import make_executor
 from slurm.jobs import PreemptibleCall, queue_info, wait_jobs
@@ -44,8 +45,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 REPO = Path(__file__).resolve().parents[1]
 # the sweep's submitting process, run apart so that the test can kill it
 DRIVER = "import pickle, sys; from transfer.runner import run_sweep; run_sweep(pickle.load(open(sys.argv[1], 'rb')))"
-CELL_ITERATIONS = 600   # ~20 ms a step here: long enough to preempt three times
-SWEEP_ITERATIONS = 400
+# ~20 ms a step on the reference machine: long enough to preempt three times (tests/_timing.py)
+CELL_ITERATIONS = steps_for(600 * REFERENCE_STEP_S, at_least=600)
+SWEEP_ITERATIONS = steps_for(400 * REFERENCE_STEP_S, at_least=400)
 
 
 def recipe(iterations: int) -> dict:
@@ -106,7 +108,7 @@ def test_finetune_cell_preempted_three_times_equals_uninterrupted(local_cluster,
 
     began = time.monotonic()
     cycles = interrupt_and_requeue(preempted, attempt_has_progress, times=3, timeout_s=120)
-    outcomes = wait_jobs([reference, preempted], timeout_s=180)
+    outcomes = wait_jobs([reference, preempted], timeout_s=scaled(180))
     for outcome in outcomes:
         assert outcome.ok, outcome.describe()
         assert outcome.result["status"] == "done" and "skipped" not in outcome.result
@@ -188,7 +190,7 @@ def test_sweep_with_preempted_jobs_and_a_lost_driver_equals_uninterrupted(local_
     try:
         summary = run_sweep(spec)  # again, while the preempted jobs wait to restart
     finally:
-        straight_rc = straight.wait(timeout=240)
+        straight_rc = straight.wait(timeout=scaled(240))
     assert straight_rc == 0, straight_log.read_text()[-3000:]
     assert summary["skipped"] <= 2, "the fine-tune cells were done before the re-run: nothing was tested"
     assert summary["status"]["done"] == 4, summary

@@ -12,9 +12,10 @@ def test_video_accuracy_averages_softmax_over_clips():
     #   -> clip accuracy 1/3 for this video, but the averaged softmax picks class 0
     # video 1 (label 2): every clip right
     # video 2 (label 1): every clip says class 0
+    # The strong clip is in the middle: a "first clip only" or "last clip only" shortcut fails.
     big, small = 10.0, 0.2
     logits = np.array([
-        [[big, 0, 0], [0, small, 0], [0, small, 0]],
+        [[0, small, 0], [big, 0, 0], [0, small, 0]],
         [[0, 0, 1], [0, 0, 2], [0, 0, 3]],
         [[1, 0, 0], [2, 0, 0], [3, 0, 0]],
     ])
@@ -25,6 +26,17 @@ def test_video_accuracy_averages_softmax_over_clips():
     assert m["mean_class_acc"] == pytest.approx((1 + 0 + 1) / 3)
     assert m["video_top5"] == 1.0  # only 3 classes: top-5 is capped at 3
     np.testing.assert_array_equal(m["confusion"], [[1, 0, 0], [1, 0, 0], [0, 0, 1]])
+
+
+def test_video_score_is_the_mean_of_probabilities_not_of_logits():
+    # One clip is sure of class 1; two lean to class 0. Mean softmax: class 0 (0.63 vs 0.37);
+    # mean logits: class 1 (2.0 vs 3.3). The label is 0, so only probability averaging is right.
+    logits = np.array([[[0.0, 10.0], [3.0, 0.0], [3.0, 0.0]]])
+    m = evaluate_clip_scores(logits, [0])
+    assert m["video_acc"] == 1.0 and m["clip_acc"] == pytest.approx(2 / 3)
+    np.testing.assert_array_equal(m["confusion"], [[1, 0], [0, 0]])
+    # the same clips in another order: the video's score does not depend on clip order
+    assert evaluate_clip_scores(logits[:, ::-1], [0])["video_acc"] == 1.0
 
 
 def test_top5_and_mean_class_on_unbalanced_labels():

@@ -23,7 +23,11 @@ from transfer import cells as cells_mod
 from transfer.runner import SweepSpec, run_sweep
 from transfer.testing import tiny_sweep_spec, write_tiny_export
 
-FAIL = {"protocol": "linear", "init": "random", "rule_tag": "f0.1", "seed": 1}
+# Three splits with unequal seeds per split: split 2 loses its random-init seed 1 (both fractions),
+# split 3 its pretrained seed 0 at f1. Pairs must be (split, seed), never seeds across splits.
+FAILS = ({"protocol": "linear", "init": "random", "split": 2, "seed": 1},
+         {"protocol": "linear", "init": "pretrained", "split": 3, "seed": 0, "rule_tag": "f1"})
+SPLITS = (1, 2, 3)
 PROTOCOLS = ("linear",)
 FAIL_MESSAGE = "probe exploded | on purpose"
 
@@ -44,7 +48,7 @@ def tiny_pretrain(root: Path) -> Path:
 
 
 def spec_for(root: Path, checkpoint: Path, out: str, **kw) -> SweepSpec:
-    return tiny_sweep_spec(root, checkpoint, out, **{"protocols": PROTOCOLS, **kw})
+    return tiny_sweep_spec(root, checkpoint, out, **{"protocols": PROTOCOLS, "splits": SPLITS, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def swept(tmp_path_factory):
     real_probe = cells_mod._run_probe
 
     def flaky(ctx, cell):
-        if all(getattr(cell, k) == v for k, v in FAIL.items()):
+        if any(all(getattr(cell, k) == v for k, v in fail.items()) for fail in FAILS):
             raise RuntimeError(f"{FAIL_MESSAGE}\nsecond line")
         return real_probe(ctx, cell)
 
@@ -243,7 +247,7 @@ def check_page(out: Path) -> dict:
 
 def test_sweep_writes_the_page_and_every_number_matches_the_ledger(swept):
     out, summary = swept["out"], swept["summary"]
-    assert summary["status"]["done"] == 7 and summary["status"]["failed"] == 1
+    assert summary["status"]["done"] == 21 and summary["status"]["failed"] == 3
     # sweep.py prints summary["report"]: the page comes last
     assert list(summary["report"])[-2:] == ["report.md", "report.html"]
     assert Path(summary["report"]["report.html"]) == out / "report.html"
@@ -251,8 +255,11 @@ def test_sweep_writes_the_page_and_every_number_matches_the_ledger(swept):
     md, tables = found["md"], found["tables"]
     assert FAIL_MESSAGE.replace("|", r"\|") in md and "second line" not in md
     results = by_header(tables, ["protocol", "labels", "labeled/class", "init", "n"])
-    # the failed cell leaves one run in its row (a zero-width interval)
-    assert any(r[:2] == ["linear", "f0.1"] and r[3:5] == ["random", "1"] for r in results)
+    # 3 splits x 2 seeds, less the failed cells
+    n = {(r[1], r[3]): int(r[4]) for r in results[1:]}
+    assert n == {("f0.1", "pretrained"): 6, ("f0.1", "random"): 5, ("f1", "pretrained"): 5, ("f1", "random"): 5}
+    gains = by_header(tables, ["protocol", "labels", "labeled/class", "pairs"])
+    assert {r[1]: r[3] for r in gains[1:]} == {"f0.1": "5", "f1": "4"}
     # figures and the pretraining run's assets are referenced and shipped in the sweep folder
     for asset in ("report/accuracy_vs_labels.png", "report/relative_gain.png", "report/pretrain_samples.gif",
                   "report/pretrain_health.png"):
@@ -268,7 +275,7 @@ def test_sweep_writes_the_page_and_every_number_matches_the_ledger(swept):
     assert health[1][:3] == [str(int(float(last["step"]))), f"{float(last['d_loss']):.3f}",
                              f"{float(last['g_loss']):.3f}"]
     # headline: what, where, versions
-    for needed in ("dataset: synthetic", "seeds: 0, 1", "`f0.1`", "protocols: linear;",
+    for needed in ("dataset: synthetic", "seeds: 0, 1", "splits: 1 (", "`f0.1`", "protocols: linear;",
                    "inits: pretrained, random", "recipe: `demo`", "cores", f"torch {torch.__version__}",
                    "scikit-learn ", "hydra-core ", "submitit ", "timm ", "av ", "numpy "):
         assert needed in md, needed
@@ -290,9 +297,9 @@ def test_page_follows_the_ledger_when_it_changes(swept, tmp_path):
     write_all(out)
     found = check_page(out)
     status = dict(by_header(found["tables"], ["status", "cells"])[1:])
-    assert status["pending"] == "1" and status["done"] == "6"
+    assert status["pending"] == "1" and status["done"] == "20"
     results = by_header(found["tables"], ["protocol", "labels", "labeled/class", "init", "n"])
-    assert [r[4] for r in results if r[:2] == ["linear", "f1"] and r[3] == "pretrained"] == ["1"]
+    assert [r[4] for r in results if r[:2] == ["linear", "f1"] and r[3] == "pretrained"] == ["4"]
 
 
 def test_bare_checkpoint_without_run_folder(swept):

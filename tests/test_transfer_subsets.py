@@ -45,7 +45,26 @@ def test_stratified_every_class_at_least_one(counts, fraction, seed):
     per_class = Counter(r.label for r in subset)
     assert set(per_class) == set(range(len(counts)))
     for label, n in enumerate(counts):
-        assert per_class[label] == max(1, min(n, int(fraction * n + 0.5)))
+        # within one video of f * n, never below one, never above the class
+        assert 1 <= per_class[label] <= n and abs(per_class[label] - max(1.0, fraction * n)) <= 0.5 + 1e-9
+
+
+# (fraction or per-class count, videos in the class) -> videos kept, worked out by hand:
+# round half up, at least one, at most the class
+COUNTS = [((0.01, 72), 1), ((0.1, 72), 7), ((1.0, 72), 72), ((0.01, 121), 1), ((0.1, 121), 12),
+          ((0.05, 10), 1), ((0.25, 10), 3), ((0.15, 10), 2), ((0.35, 10), 4), ((0.5, 3), 2),
+          ((0.001, 5), 1), ((0.999, 5), 5), (("k", 5, 72), 5), (("k", 100, 72), 72), (("k", 1, 3), 1)]
+
+
+@pytest.mark.parametrize("case,expected", COUNTS)
+def test_rule_counts_by_hand(case, expected):
+    if case[0] == "k":
+        rule, n = SubsetRule(per_class=case[1]), case[2]
+    else:
+        rule, n = SubsetRule(fraction=case[0]), case[1]
+    assert rule.count(n) == expected
+    subset = nested_subset(make_records([n, 2]), rule, seed=7)
+    assert Counter(r.label for r in subset)[0] == expected
 
 
 @settings(max_examples=30, deadline=None)

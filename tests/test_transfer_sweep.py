@@ -68,6 +68,11 @@ def test_interrupted_sweep_equals_uninterrupted_and_extracts_once(tiny, monkeypa
     assert len({p.parent for p in saved}) == 1 and saved[-1].name == "ckpt_00000003.pt"
     resumed = run_sweep(spec_for(tiny, "cut"))
     assert resumed["skipped"] == 4 and resumed["status"]["done"] == 8
+    # the preempted cell continued from its step-3 checkpoint; every other cell ran in one go
+    resumed_from = {e["cell_id"]: e["run"].get("resumed_from") for e in Ledger(cut / "ledger").entries()
+                    if e["cell"]["protocol"] == "finetune"}
+    assert sorted(resumed_from.values(), key=str) == [3, None, None, None], resumed_from
+    assert resumed_from[saved[-1].parent.parent.name] == 3
     assert stable_ledger(cut) == stable_ledger(tiny["root"] / "straight")
     assert tables(cut) == tables(tiny["root"] / "straight")
     assert len(extractions) == 8  # the second sweep's own feature folder: 4 more, never per cell
@@ -92,7 +97,9 @@ def test_failed_cell_is_recorded_and_retried(tiny, monkeypatch):
 
 
 def test_manifests_are_recorded_in_results(tiny):
-    plan = plan_sweep(spec_for(tiny, "straight"))
+    spec = spec_for(tiny, "manifests", protocols=("linear",))
+    assert run_sweep(spec, report=False)["status"]["done"] == 4
+    plan = plan_sweep(spec)
     ledger = Ledger(plan.out_dir / "ledger")
     for cell in plan.cells:
         entry = ledger.read(cell.cell_id)
