@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from benchmarks import common
 from benchmarks.common import busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table, notes, ratio, stamp
-from videodata.cache import CachedClipDataset, ClipCache
-from videodata.decode import read_clip
+from videodata.cache import ClipCache
+from videodata.clips import ClipDataset
+from videodata.decode import read_clip, to_model_input
 from videodata.synthetic import SyntheticConfig, generate
 from videodata.ucf101 import load_split
 
@@ -44,7 +45,7 @@ def pick_videos(shared: Path, scratch: Path):
             records = load_split(video_root, lists, 1, "test", missing="skip")
         return f"real UCF101 clips ({video_root}, split 1 test side)", video_root, lists, records
     cfg = SyntheticConfig(root=str(scratch / "synthetic"), clips_per_group=1, unlabeled_videos=0,
-                          frames=48, width=320, height=240)
+                          frames=48, frame_width=320, frame_height=240)
     layout = generate(cfg)
     records = load_split(layout.video_root, layout.lists_dir, 1, "test")
     return (f"synthetic set ({len(records)} videos, 320x240, {cfg.frames} frames; no real UCF101 "
@@ -166,9 +167,10 @@ def run(args) -> dict:
         frames = sum(cache.num_frames(i) for i in range(n))
         rows.append({"key": "cache_clip", "method": "`ClipCache.clip` (uint8 memmap)", "role": "ours",
                      "ms_per_clip": per_clip_ms(lambda i: cache.clip(i, FRAMES), n, args.rounds, repeat=20)})
-        dataset = CachedClipDataset(cache, FRAMES)
-        rows.append({"key": "cache_item", "method": "`CachedClipDataset[i]` (+ float CxTxHxW in [-1, 1])",
-                     "role": "ours", "ms_per_clip": per_clip_ms(lambda i: dataset[i], n, args.rounds, repeat=20)})
+        dataset = ClipDataset(cache, FRAMES)
+        rows.append({"key": "cache_item",
+                     "method": "`ClipDataset[i]` + `to_model_input` (float CxTxHxW in [-1, 1])", "role": "ours",
+                     "ms_per_clip": per_clip_ms(lambda i: to_model_input(dataset[i][0]), n, args.rounds, repeat=20)})
 
     peer = next((r["ms_per_clip"] for r in rows if r["role"] == "peer"), None)
     for row in rows:
@@ -231,12 +233,9 @@ def section(result: dict, info: dict, load_end=None) -> str:
         notes([*found, busy_note(info, load_end), *CAVEATS]))
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    info = machine_info()
-    result = run(args)
-    print(section(result, info, load_average()))
+def main(argv=None) -> int:
+    return common.bench_main(argv, parse_args, run, section, HEADING)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

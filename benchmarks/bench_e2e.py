@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import common
+from runkit.errors import UserError
 from benchmarks.common import (busy_note, fmt_load, fmt_num, fmt_ratio, fmt_seconds, load_average, machine_info,
                                md_table, notes, ratio, stamp)
 
@@ -72,7 +73,7 @@ SWEEP_LINE = re.compile(r"sweep folder: (?P<out>\S+)\s+\((?P<cells>\d+) cells, (
 STATUS_LINE = re.compile(r"^status: (?P<status>.*)$")
 
 
-class E2EError(RuntimeError):
+class E2EError(UserError, RuntimeError):
     """The main job failed; the message holds its exit status and the tail of its output."""
 
 
@@ -437,20 +438,9 @@ def section(result: dict, info: dict, load_end=None) -> str:
                "process tree), not the sum over processes."]))
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    info = machine_info()
-    try:
-        result = run(args)
-    except E2EError as exc:
-        sys.exit(str(exc))
-    text = section(result, info, load_average())
-    print(text)
-    if args.json:
-        from runkit.atomic import atomic_write_json
-
-        atomic_write_json(args.json, result)
+def main(argv=None) -> int:
+    return common.bench_main(argv, parse_args, run, section, HEADING)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,7 @@
     python benchmarks/bench_pretrain.py --quick              # demo size only
 
 For each size and variant (fp32 eager, bf16 autocast, channels_last_3d, torch.compile) it times
-`VGANTrainer.train_step` on random clips after warm-up and reports clips/s and the ratio to fp32
+`Trainer.train_step` on random clips after warm-up and reports clips/s and the ratio to fp32
 eager; FLOPs per iteration come from torch.utils.flop_counter.FlopCounterMode (forward and
 backward of both networks); on a GPU it also reports achieved TFLOP/s as a fraction of the card's
 dense peak (bf16 peak for bf16, TF32 peak for fp32 since cuDNN convolutions use TF32 by default).
@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import common
 from benchmarks.common import busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table, notes, stamp
 from pretrain.schema import PretrainConfig
-from pretrain.trainer import VGANTrainer
+from pretrain.trainer import Trainer
 from runkit.atomic import atomic_write_json
 
 SIZES = {  # (width, frames, size)
@@ -64,35 +64,30 @@ def peak_for(name: str, precision: str) -> float | None:
     return None
 
 
-def make_trainer(size: str, variant: str, batch: int, device: str, tmp: Path) -> VGANTrainer:
+def make_trainer(size: str, variant: str, batch: int, device: str, tmp: Path) -> Trainer:
     width, frames, px = SIZES[size]
     cfg = PretrainConfig(experiment_name=f"bench_{size}_{variant}", output_root=str(tmp))
     cfg.model.width, cfg.model.frames, cfg.model.size = width, frames, px
     cfg.trainer.batch_size, cfg.trainer.device, cfg.trainer.progress = batch, device, False
     for key, value in VARIANTS[variant].items():
         setattr(cfg.trainer, key, value)
-    return VGANTrainer(cfg, run_dir=tmp / cfg.experiment_name)
+    return Trainer(cfg, run_dir=tmp / cfg.experiment_name)  # no data: train_step is timed on given batches
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def count_flops(trainer: VGANTrainer, real: torch.Tensor) -> int:
+def count_flops(trainer: Trainer, real: torch.Tensor) -> int:
     with FlopCounterMode(display=False) as counter:
         trainer.train_step(real)
     return counter.get_total_flops()
 
 
-def time_iterations(trainer: VGANTrainer, real: torch.Tensor, warmup: int, iters: int) -> float:
+def time_iterations(trainer: Trainer, real: torch.Tensor, warmup: int, iters: int) -> float:
     for _ in range(warmup):
         trainer.train_step(real)
-    _sync(trainer.device)
+    trainer.policy.synchronize()
     start = time.perf_counter()
     for _ in range(iters):
         trainer.train_step(real)
-    _sync(trainer.device)
+    trainer.policy.synchronize()
     return (time.perf_counter() - start) / iters
 
 
@@ -108,7 +103,7 @@ def run(args) -> dict:
             for variant in args.variants:
                 trainer = make_trainer(size, variant, batch, args.device, Path(tmp))
                 _, frames, px = SIZES[size]
-                real = torch.rand(batch, 3, frames, px, px) * 2 - 1
+                real = torch.randint(0, 256, (batch, frames, px, px, 3), dtype=torch.uint8)
                 if flops is None:
                     flops = count_flops(trainer, real)
                 warmup = args.warmup + (args.compile_warmup if variant == "compile" else 0)
@@ -116,7 +111,7 @@ def run(args) -> dict:
                 sec = time_iterations(trainer, real, warmup, args.iters)
                 row = {"size": size, "variant": variant, "batch": batch, "sec_per_iter": sec,
                        "clips_per_s": batch / sec, "gflop_per_iter": flops / 1e9,
-                       "tflops": flops / sec / 1e12, "device": device_name(trainer.device),
+                       "tflops": flops / sec / 1e12, "device": device_name(trainer.policy.device),
                        "wall_s": time.perf_counter() - t0}
                 peak = peak_for(row["device"], VARIANTS[variant].get("precision", "fp32"))
                 row["peak_fraction"] = row["tflops"] / peak if peak else None
@@ -248,14 +243,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    info = machine_info()
-    result = run(args)
-    print(section(result, info, load_average()))
-    if args.json:
-        atomic_write_json(args.json, result)
+def main(argv=None) -> int:
+    return common.bench_main(argv, parse_args, run, section, HEADING)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

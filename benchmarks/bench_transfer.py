@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,18 +28,32 @@ from torch.nn import functional as F
 from benchmarks import common
 from benchmarks.common import (RESULTS_PATH, busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table,
                                notes, ratio, stamp, update_sections)
-from transfer.classifier import build_backbone, build_classifier, load_export
+from dataclasses import asdict
+
+from pretrain.export import export_random, load_export
+from runkit.device import DevicePolicy
+from transfer.classifier import build_backbone, build_classifier
 from transfer.features import FeatureKey, FeatureSpec, cached_features, extract_features
-from transfer.finetune import FinetuneRecipe, finetune, to_model_input
+from transfer.finetune import FinetuneRecipe, finetune
 from transfer.probe import ProbeRecipe, linear_probe
 from transfer.subsets import SubsetRule, nested_subset
-from transfer.testing import write_tiny_export
+from videodata.clips import ClipDataset
+from videodata.decode import to_model_input
+
+CPU = DevicePolicy.create("cpu")
+
 
 class RandomClips:
+    """An in-memory stand-in for a ClipCache: random uint8 videos with labels."""
+
     def __init__(self, videos: int, frames: int, size: int, classes: int, seed: int = 0):
         rng = np.random.default_rng(seed)
         self.data = rng.integers(0, 255, (videos, frames, size, size, 3), dtype=np.uint8)
         self.labels = np.arange(videos) % classes
+        self.records = [_Rec(f"v{i}.avi", int(label)) for i, label in enumerate(self.labels)]
+
+    def __len__(self) -> int:
+        return len(self.records)
 
     def clip(self, i, num_frames, start="first", rng=None):
         begin = 0 if start == "first" else int(rng.integers(0, self.data.shape[1] - num_frames + 1))
@@ -60,11 +75,10 @@ def bench_finetune(export, source, steps: int, batch: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = build_classifier(export, "random", 10)
         warm = FinetuneRecipe(iterations=2, batch_size=batch, checkpoint_every=10**9, log_every=10**9)
-        finetune(model, source, range(len(source.labels)), source.labels, warm, frames=export.frames,
-                 workdir=Path(tmp) / "warm", seed=0, show_progress=False)
+        dataset = ClipDataset(source, export.frames, sampling="random")
+        finetune(model, dataset, warm, policy=CPU, workdir=Path(tmp) / "warm", seed=0, show_progress=False)
         start = time.perf_counter()
-        finetune(model, source, range(len(source.labels)), source.labels, recipe, frames=export.frames,
-                 workdir=Path(tmp) / "run", seed=0, show_progress=False)
+        finetune(model, dataset, recipe, policy=CPU, workdir=Path(tmp) / "run", seed=0, show_progress=False)
         seconds = time.perf_counter() - start
     return {"steps": steps, "batch": batch, "seconds": seconds, "clips_per_s": steps * batch / seconds,
             "s_per_step": seconds / steps}
@@ -98,13 +112,14 @@ def bench_bare_step(export, source, steps: int, batch: int, frames: int) -> dict
 
 def bench_probe_sweep(export, train: RandomClips, test: RandomClips, fractions, seeds, spec: FeatureSpec,
                       recipe: ProbeRecipe) -> dict:
-    records = [_Rec(f"v{i}.avi", int(l)) for i, l in enumerate(train.labels)]
+    records = train.records
     cells = [(f, s) for f in fractions for s in seeds]
     backbone = build_backbone(export, "pretrained")
 
     def extract_all():
-        return (extract_features(backbone, train, range(len(train.labels)), frames=export.frames, spec=spec),
-                extract_features(backbone, test, range(len(test.labels)), frames=export.frames, spec=spec))
+        return tuple(extract_features(backbone, ClipDataset(source, export.frames, sampling="uniform",
+                                                            num_clips=spec.num_clips), spec, CPU)
+                     for source in (train, test))
 
     def fit(train_feats, test_feats, fraction, seed):
         subset = nested_subset(records, SubsetRule(fraction=fraction), seed)
@@ -119,7 +134,7 @@ def bench_probe_sweep(export, train: RandomClips, test: RandomClips, fractions, 
 
     with tempfile.TemporaryDirectory() as tmp:
         def key(name):
-            return FeatureKey(export.sha256, "pretrained", -1, name, name, export.frames, export.size, "bench", spec)
+            return FeatureKey(export.sha256, "pretrained", -1, name, name, export.frames, export.size, "bench", asdict(spec))
 
         start = time.perf_counter()
         extractions = 0
@@ -158,7 +173,7 @@ def run(args) -> dict:
     """Measure both figures with their peers; returns plain data (see `section`)."""
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        export = load_export(write_tiny_export(Path(tmp) / "d.pt", width=16, frames=16, size=32))
+        export = load_export(export_random(Path(tmp) / "d.pt", {"width": 16, "frames": 16, "size": 32}))
     steps = 10 if args.quick else 40
     videos = 100 if args.quick else 300
     train = RandomClips(videos, 32, 32, 10, seed=1)
@@ -205,16 +220,9 @@ def section(result: dict, info: dict, load_end=None) -> str:
         notes([*found, busy_note(info, load_end), *CAVEATS]))
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    info = machine_info()
-    result = run(args)
-    text = section(result, info, load_average())
-    print(text)
-    if args.write:
-        update_sections(RESULTS_PATH, {HEADING: text}, [HEADING])
-        print(f"updated {RESULTS_PATH}")
+def main(argv=None) -> int:
+    return common.bench_main(argv, parse_args, run, section, HEADING)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

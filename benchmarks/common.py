@@ -245,6 +245,24 @@ def update_sections(path: str | Path, new_sections: dict[str, str], order: Seque
     return write_results(path, merge_results(old, new_sections, order, header))
 
 
-def python_command(script: str, args: Sequence[str]) -> str:
-    """The command line that reproduces a measurement, for the section text."""
-    return " ".join(["python", script, *args])
+def bench_main(argv, parse_args, run, section, heading: str) -> int:
+    """A benchmark script's `main`: measure, print the Markdown section, and with `--json PATH`
+    save the numbers, with `--write` replace the section in RESULTS.md. A user error (a missing
+    data folder, a bad flag) is one `error:` line and exit status 2 (runkit.cli)."""
+    from runkit.atomic import atomic_write_json
+    from runkit.cli import run as run_cli
+
+    def measure() -> int:
+        args = parse_args(argv)
+        info = machine_info()
+        result = run(args)
+        text = section(result, info, load_average())
+        print(text)
+        if getattr(args, "json", None):
+            atomic_write_json(args.json, result)
+        if getattr(args, "write", False):
+            update_sections(RESULTS_PATH, {heading: text}, [heading])
+            print(f"updated {RESULTS_PATH}")
+        return 0
+
+    return run_cli(measure, argv)

@@ -178,9 +178,16 @@ class DiscriminatorArch:
         return asdict(self)
 
 
-class Discriminator(nn.Module):
-    """Conv3d 3->w->2w->4w->8w (k4 s2 p1, LeakyReLU 0.2, BN on all but the first), then a Conv3d
-    8w->2 whose kernel covers the whole penultimate map: two real/fake logits (index 1 = real)."""
+class VideoBackbone(nn.Module):
+    """The discriminator's 3D-conv stack without its real/fake head: what transfer fine-tunes and
+    probes. Conv3d 3->w->2w->4w->8w (k4 s2 p1, LeakyReLU 0.2, BN on all but the first).
+
+    Feature layers: "block1".."block4" (the map after each block's activation; "penultimate" is
+    block4, `(B, 8w, T/16, S/16, S/16)`). State-dict keys are `features.*`, as in the
+    Discriminator, so a discriminator export loads into it directly (its head keys dropped).
+    """
+
+    LAYERS = ("block1", "block2", "block3", "block4", "penultimate")
 
     def __init__(self, width: int = 64, frames: int = 32, size: int = 64, in_channels: int = 3,
                  norm: str = "batch", bn_eps: float = 1e-3, spectral_norm: bool = False,
@@ -200,28 +207,61 @@ class Discriminator(nn.Module):
             layers.append(nn.LeakyReLU(leaky_slope, inplace=True))
         self.features = nn.Sequential(*layers)
         self.feature_shape = (8 * width, frames // 16, size // 16, size // 16)
-        self.classifier = nn.Conv3d(8 * width, 2, self.feature_shape[1:])
-        if spectral_norm:
+        if type(self) is VideoBackbone:
+            self._finish_init()
+
+    def _finish_init(self) -> None:
+        if self.arch.spectral_norm:
             for m in self.modules():
                 if isinstance(m, nn.Conv3d):
                     _spectral_norm(m)
-        init_weights(self, init_std)
+        init_weights(self, self.arch.init_std)
 
     @property
     def num_features(self) -> int:
         return self.feature_shape[0]
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
         a = self.arch
-        want = (a.in_channels, a.frames, a.size, a.size)
+        return (a.in_channels, a.frames, a.size, a.size)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        want = self.clip_shape
         if x.dim() != 5 or tuple(x.shape[1:]) != want:
             raise ValueError(f"discriminator built for clips (B, C, T, H, W) = (B, {want[0]}, {want[1]}, "
                              f"{want[2]}, {want[3]}); got {tuple(x.shape)}")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate map (B, 8w, T/16, S/16, S/16), after its LeakyReLU."""
+    def forward_features(self, x: torch.Tensor, layer: str = "penultimate") -> torch.Tensor:
+        """The map after block `layer` (default the penultimate map, after its LeakyReLU)."""
         self._check_input(x)
-        return self.features(x)
+        if layer in ("penultimate", "block4"):
+            return self.features(x)
+        if layer not in self.LAYERS:
+            raise ValueError(f"unknown feature layer {layer!r}; choose one of {list(self.LAYERS)}")
+        wanted, seen = int(layer[-1]), 0
+        for module in self.features:
+            x = module(x)
+            if isinstance(module, nn.LeakyReLU):
+                seen += 1
+                if seen == wanted:
+                    return x
+        raise AssertionError("unreachable: every block ends in an activation")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class Discriminator(VideoBackbone):
+    """The backbone, then a Conv3d 8w->2 whose kernel covers the whole penultimate map: two
+    real/fake logits (index 1 = real)."""
+
+    def __init__(self, width: int = 64, frames: int = 32, size: int = 64, in_channels: int = 3,
+                 norm: str = "batch", bn_eps: float = 1e-3, spectral_norm: bool = False,
+                 leaky_slope: float = 0.2, init_std: float = 0.01):
+        super().__init__(width, frames, size, in_channels, norm, bn_eps, spectral_norm, leaky_slope, init_std)
+        self.classifier = nn.Conv3d(8 * width, 2, self.feature_shape[1:])
+        self._finish_init()
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features).flatten(1)
@@ -230,13 +270,22 @@ class Discriminator(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_discriminator(arch: dict) -> Discriminator:
-    """Build a Discriminator from the `arch` dict of an export; unknown keys are an error."""
+def _checked_arch(arch: dict) -> dict:
     known = {f.name for f in fields(DiscriminatorArch)}
     unknown = set(arch) - known
     if unknown:
         raise ValueError(f"unknown discriminator arch keys {sorted(unknown)}; known: {sorted(known)}")
-    return Discriminator(**arch)
+    return dict(arch)
+
+
+def build_discriminator(arch: dict) -> Discriminator:
+    """A Discriminator from the `arch` dict of an export; unknown keys are an error."""
+    return Discriminator(**_checked_arch(arch))
+
+
+def build_backbone(arch: dict) -> VideoBackbone:
+    """The head-less backbone of that discriminator (what transfer uses)."""
+    return VideoBackbone(**_checked_arch(arch))
 
 
 def plain_discriminator(d: Discriminator) -> Discriminator:
@@ -258,11 +307,6 @@ def plain_discriminator(d: Discriminator) -> Discriminator:
                 m.load_state_dict(src.state_dict())
     d.train(was_training)
     return plain.train(was_training)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module under torch.compile's OptimizedModule wrapper."""
-    return getattr(module, "_orig_mod", module)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,9 +364,9 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def convert_cross_rank_bn(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d/3d in `module` (in place) by a CrossRankBatchNorm with its state."""
+    """Replace every BatchNorm1d/2d/3d in `module` (in place) by a CrossRankBatchNorm with its state."""
     for name, child in module.named_children():
-        if isinstance(child, (nn.BatchNorm2d, nn.BatchNorm3d)) and not isinstance(child, CrossRankBatchNorm):
+        if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and not isinstance(child, CrossRankBatchNorm):
             new = CrossRankBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats)
             new.load_state_dict(child.state_dict())

@@ -1,4 +1,4 @@
-"""Sample grids of generated videos (GIF + MP4) and the loss-curve figure.
+"""Sample grids of generated videos (GIF + MP4) and the training-health figure.
 
 Each grid row is one sample: the composite video, then (two-stream) its mask as grey and its
 static background, side by side, so a collapsed mask or a frozen foreground is visible at once.
@@ -84,8 +84,11 @@ def save_samples(output, stem: str | Path, fps: int = 8, scale: int = 2) -> list
     return [gif, mp4]
 
 
-def plot_losses(rows: Sequence[dict], path: str | Path) -> Path:
-    """Loss curves, D accuracy and mask mean against step, as a PNG (Agg backend)."""
+Panels = tuple  # ((title, ((metric key, label), ...)), ...)
+
+
+def plot_health(rows: Sequence[dict], panels: Panels, path: str | Path) -> Path:
+    """Training-health curves against step, one panel per (title, metrics) of the method, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -94,20 +97,14 @@ def plot_losses(rows: Sequence[dict], path: str | Path) -> Path:
     if not rows:
         raise ValueError("no metric rows to plot")
     step = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key, label in (("d_loss", "D loss"), ("g_loss", "G loss"), ("r1", "R1")):
-        if any(key in r for r in rows):
-            axes[0].plot(step, [r.get(key, np.nan) for r in rows], label=label)
-    axes[0].set_title("losses")
-    for key, label in (("d_acc_real", "D acc real"), ("d_acc_fake", "D acc fake")):
-        axes[1].plot(step, [r.get(key, np.nan) for r in rows], label=label)
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[1].set_title("discriminator accuracy")
-    if any("mask_mean" in r for r in rows):
-        axes[2].plot(step, [r.get("mask_mean", np.nan) for r in rows], label="mask mean")
-        axes[2].set_ylim(-0.02, 1.02)
-    axes[2].set_title("mask mean (two-stream)")
-    for ax in axes:
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.6), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
+        for key, label in keys:
+            if any(key in r for r in rows):
+                ax.plot(step, [r.get(key, np.nan) for r in rows], label=label)
+        if "acc" in title or "mask" in title:
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

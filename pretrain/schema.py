@@ -1,6 +1,6 @@
 """Typed schema of the pretraining config (Hydra structured configs).
 
-`register()` stores `PretrainConfig` in Hydra's ConfigStore as `pretrain_schema`;
+`pretrain.config.register()` stores `PretrainConfig` in Hydra's ConfigStore as `pretrain_schema`;
 `conf/config.yaml` lists it first in its defaults, so every YAML file and command-line override
 is merged into these dataclasses: an unknown key or a wrong type fails at start-up with
 Hydra's message naming the key. Defaults here are the paper's settings; `conf/experiment/*`
@@ -13,21 +13,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-
-@dataclass
-class SyntheticSpec:
-    """Forwarded to videodata.synthetic.SyntheticConfig (same field names)."""
-
-    root: str = "outputs/data/synthetic"
-    num_classes: int = 10
-    clips_per_group: int = 4
-    unlabeled_videos: int = 2000
-    frames: int = 32
-    width: int = 64
-    height: int = 48
-    seed: int = 0
-    workers: int = 2
-    progress: bool = True
+from pretrain.models import check_clip_shape
+from runkit.errors import UserError
+from videodata.synthetic import SyntheticConfig
 
 
 @dataclass
@@ -38,7 +26,7 @@ class DataConfig:
     split: int = 1                    # ucf101 / synthetic: which split's training videos
     missing: str = "error"            # ucf101: listed-but-absent videos: error | skip
     include_train: bool = False       # synthetic: add the labeled training videos (labels ignored)
-    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     cache_dir: str = ""               # cache: an existing ClipCache folder
     cache_root: str = "outputs/cache"
     max_frames: int = 64              # frames kept per video in the cache when sampling=random
@@ -85,7 +73,7 @@ class TrainerConfig:
     r1_every: int = 1
     ema: bool = False                 # EMA of G's weights (timm ModelEmaV3), used for samples
     ema_decay: float = 0.999
-    precision: str = "fp32"           # fp32 | bf16 (autocast)
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler, CUDA only)
     channels_last: bool = False       # channels_last_3d memory format
     compile: bool = False             # torch.compile G and D
     device: str = "auto"              # auto | cpu | cuda | cuda:N
@@ -104,20 +92,47 @@ class TrainerConfig:
 
 
 @dataclass
+class AdamWSettings:
+    """The optimiser of a method that trains the backbone with a small head (AdamW)."""
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class ContrastiveConfig(AdamWSettings):
+    """Two clips of one video are a positive pair (InfoNCE with a projection head), CVRL/SimCLR-style."""
+    temperature: float = 0.1
+    projection_dim: int = 128
+    hidden_dim: int = 512
+    min_crop: float = 0.5             # each view: a random box of side [min_crop, 1], same on every frame
+    color_jitter: float = 0.3         # each view: brightness / contrast / saturation jitter of this strength
+
+
+@dataclass
+class SpeedConfig(AdamWSettings):
+    """Playback-speed prediction: which of `speeds` frame strides made the clip (no negatives)."""
+    speeds: tuple[int, ...] = (1, 2, 4)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "vgan"                # vgan | contrastive | speed (pretrain/methods/)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+
+
+@dataclass
 class PretrainConfig:
     experiment_name: str = "vgan_paper"
-    run_name: str = "${experiment_name}"
+    run_name: str = "auto"            # auto: <experiment>-<method>-<hash of the config and the data>
     output_root: str = "outputs/pretrain"  # relative to the repository root
+    method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-
-
-def register() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="pretrain_schema", node=PretrainConfig)
 
 
 CHOICES = {
@@ -128,22 +143,68 @@ CHOICES = {
     "model.generator": ("two_stream", "one_stream"),
     "model.d_norm": ("batch", "none"),
     "trainer.loss": ("softmax", "bce", "hinge"),
-    "trainer.precision": ("fp32", "bf16"),
+    "trainer.precision": ("fp32", "bf16", "fp16"),
+    "method.name": ("vgan", "contrastive", "speed"),
 }
 
 
+class ConfigError(UserError, ValueError):
+    """A config value out of its range or choices; names the key."""
+
+
 def validate(cfg: Any) -> None:
-    """Checks types cannot express: enumerations and ranges. Raises ValueError naming the key."""
+    """Checks types cannot express: enumerations and ranges. Raises ConfigError naming the key."""
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
-            raise ValueError(f"config {key}={value!r} is not one of {list(allowed)}")
+            raise ConfigError(f"config {key}={value!r} is not one of {list(allowed)}")
     t = cfg.trainer
-    for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep", "r1_every"):
+    for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep", "r1_every", "num_samples"):
         if getattr(t, key) < 1:
-            raise ValueError(f"config trainer.{key} must be >= 1; got {getattr(t, key)}")
+            raise ConfigError(f"config trainer.{key} must be >= 1; got {getattr(t, key)}")
     if not 0 < t.ema_decay < 1:
-        raise ValueError(f"config trainer.ema_decay must be in (0, 1); got {t.ema_decay}")
+        raise ConfigError(f"config trainer.ema_decay must be in (0, 1); got {t.ema_decay}")
+    if t.time_limit_min < 0 or t.sample_every < 0:
+        raise ConfigError("config trainer.time_limit_min and trainer.sample_every must be >= 0")
+    try:
+        SyntheticConfig(**OmegaConf.to_container(OmegaConf.structured(cfg.data.synthetic)))
+    except ValueError as exc:
+        raise ConfigError(f"config data.synthetic: {exc}") from None
+    if cfg.data.max_frames < 1 or cfg.data.stride < 1 or cfg.data.loader_workers < 0:
+        raise ConfigError("config data.max_frames and data.stride must be >= 1, data.loader_workers >= 0")
+    try:
+        check_clip_shape(cfg.model.frames, cfg.model.size, cfg.model.width)
+    except ValueError as exc:
+        raise ConfigError(f"config model: {exc}") from None
+    c, sp = cfg.method.contrastive, cfg.method.speed
+    if c.temperature <= 0 or not 0 < c.min_crop <= 1 or c.color_jitter < 0:
+        raise ConfigError("config method.contrastive: temperature > 0, min_crop in (0, 1], color_jitter >= 0")
+    if not sp.speeds or min(sp.speeds) < 1 or len(set(sp.speeds)) != len(sp.speeds):
+        raise ConfigError(f"config method.speed.speeds must be distinct integers >= 1; got {list(sp.speeds)}")
+
+
+# Settings that decide where and how fast a run goes, not what it learns: left out of the run's
+# identity (its folder name and the check on resume). trainer.steps and time_limit_min are left
+# out on purpose: raising them continues a run from its checkpoint.
+OPERATIONAL = ("experiment_name", "run_name", "output_root", "data.cache_root", "data.cache_dir",
+               "data.loader_workers", "data.decode_workers", "data.synthetic.root", "data.synthetic.workers",
+               "data.synthetic.progress", "trainer.steps", "trainer.time_limit_min", "trainer.log_every",
+               "trainer.ckpt_every", "trainer.keep", "trainer.sample_every", "trainer.num_samples",
+               "trainer.collapse_window", "trainer.progress", "trainer.threads", "trainer.device",
+               "trainer.compile", "trainer.channels_last")
+
+
+def identity(cfg: Any) -> dict:
+    """The resolved config without the OPERATIONAL keys: everything the weights depend on,
+    except the data's content (its fingerprint is added by the trainer)."""
+    plain = to_plain(cfg)
+    for dotted in OPERATIONAL:
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return plain
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -159,5 +220,5 @@ def to_plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
-__all__ = ["PretrainConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainerConfig",
-           "SyntheticSpec", "register", "validate", "to_plain"]
+__all__ = ["PretrainConfig", "DataConfig", "ModelConfig", "OptimConfig", "TrainerConfig", "MethodConfig",
+           "ConfigError", "validate", "identity", "to_plain"]

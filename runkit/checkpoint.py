@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from runkit.atomic import atomic_torch_save
+from runkit.errors import UserError
 
 _STEP_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the run."""
 
 

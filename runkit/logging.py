@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import torch
 from tqdm.auto import tqdm
 
 from runkit.atomic import atomic_write_text
@@ -23,6 +24,40 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit,
                 disable=disable or os.environ.get("VGANBENCH_NO_PROGRESS") == "1",
                 mininterval=0.5 if interactive else 10.0, dynamic_ncols=True)
+
+
+class WindowMeans:
+    """Sums of per-step metrics over the steps since the last log row, then their means.
+
+    Values may be device tensors: they are summed on their device in float64 and read only when
+    `means()` is called (no host synchronisation per step). The open window is part of a
+    checkpoint (`state_dict`), so a run resumed mid-window logs exactly the rows of an
+    uninterrupted one.
+    """
+
+    def __init__(self):
+        self.sums: dict = {}
+        self.count = 0
+
+    def add(self, **values) -> None:
+        for key, value in values.items():
+            value = value.detach().to(torch.float64) if isinstance(value, torch.Tensor) else float(value)
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        """The window's means (reads device values once), and a fresh window."""
+        if not self.count:
+            return {}
+        out = {key: float(total) / self.count for key, total in sorted(self.sums.items())}
+        self.sums, self.count = {}, 0
+        return out
+
+    def state_dict(self) -> dict:
+        return {"sums": {key: float(total) for key, total in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.count = dict(state["sums"]), int(state["count"])
 
 
 class MetricLogger:

@@ -8,6 +8,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
+import torch
+
 
 def _cpuinfo() -> tuple[str, set[str]]:
     model, flags = "", set()
@@ -44,8 +46,6 @@ def package_version(dist: str) -> str:
 def describe_machine(packages: Iterable[str] = ("torch",)) -> dict:
     """Host, OS, CPU (model, bf16 instructions, cores, cores usable by this process), RAM, GPUs,
     CUDA build, and the versions of `packages` (pip distribution names) as plain JSON-able data."""
-    import torch
-
     model, flags = _cpuinfo()
     try:
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \

@@ -13,22 +13,27 @@ bash scripts/setup.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PY=.venv/bin/python
 
+pretrain_log=$(mktemp)
+sweep_log=$(mktemp)
+trap 'rm -f "$pretrain_log" "$sweep_log"' EXIT
+
 echo "[main] 1/2 pretraining (python pretrain/run.py; outputs under $OUTPUTS/)"
 "$PY" pretrain/run.py "output_root=$OUTPUTS/pretrain" "data.synthetic.root=$OUTPUTS/data/synthetic" \
-  "data.cache_root=$OUTPUTS/cache"
+  "data.cache_root=$OUTPUTS/cache" | tee "$pretrain_log"
+# The export of the run above, named (not outputs/pretrain/LATEST, which any other pretraining moves);
+# its folder is named by its config and data (cpu_demo-vgan-<hash>).
+export_path=$(sed -n 's/^discriminator exported to \([^ ]*\) .*/\1/p' "$pretrain_log")
+run_dir=$(dirname "$export_path")
 
 echo "[main] 2/2 transfer sweep (python transfer/sweep.py --fractions 0.01,0.1,1)"
-sweep_log=$(mktemp)
-trap 'rm -f "$sweep_log"' EXIT
 sweep_rc=0
-# The export of the run above, named (not outputs/pretrain/LATEST, which any other pretraining moves).
 "$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS" \
-  --checkpoint "$OUTPUTS/pretrain/cpu_demo/discriminator.pt" | tee "$sweep_log" || sweep_rc=$?
+  --checkpoint "$export_path" | tee "$sweep_log" || sweep_rc=$?
 sweep_dir=$(sed -n 's/^sweep folder: \([^ ]*\).*/\1/p' "$sweep_log")
 
 echo "[main] done in ${SECONDS} s. Outputs:"
 echo "  synthetic set        $OUTPUTS/data/synthetic (UCF-101/, ucfTrainTestlist/, unlabeled/)"
-echo "  pretraining run      $OUTPUTS/pretrain/cpu_demo (samples/, metrics.csv, losses.png)"
+echo "  pretraining run      $run_dir (samples/, metrics.csv, losses.png)"
 if [ -n "$sweep_dir" ]; then
   echo "  transfer sweep       $sweep_dir"
   echo "  report               $sweep_dir/report.html (and report.md; tables and figures in report/)"

@@ -13,10 +13,12 @@ A job that raises is not requeued: submitit records the traceback as the job's r
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import submitit
@@ -107,6 +109,25 @@ def queue_info(job_id: str) -> dict[str, str]:
 def queue_state(job_id: str) -> str | None:
     """The job's SLURM state (PENDING, RUNNING, COMPLETED, ...), None when unknown."""
     return queue_info(job_id).get("JobState")
+
+
+def jobs_still_queued(jobs_file: Path, log_folder: Path) -> dict[str, str]:
+    """For a `{key: job id}` JSON file of submitted jobs: the keys whose job is still pending or
+    running. A job whose logs are not in `log_folder` is not ours (a job id that a reinstalled
+    cluster hands out again)."""
+    if not jobs_file.is_file():
+        return {}
+    alive: dict[str, bool] = {}
+    queued = {}
+    for key, job_id in json.loads(jobs_file.read_text()).items():
+        if job_id not in alive:
+            info = queue_info(job_id)
+            state = info.get("JobState", "").split(" ")[0]
+            ours = bool(info.get("StdOut")) and Path(info["StdOut"]).parent.resolve() == Path(log_folder).resolve()
+            alive[job_id] = bool(state) and state not in TERMINAL_STATES and ours
+        if alive[job_id]:
+            queued[key] = job_id
+    return queued
 
 
 # ------------------------------------------------------------------------------ waiting/results

@@ -18,33 +18,27 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import submitit
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
+from pretrain.config import compose, explain
+from pretrain.schema import ConfigError, to_plain
+from pretrain.trainer import as_config, fit
+from runkit.cli import ArgumentParser, run
+from runkit.distributed import cleanup, init_distributed
+from runkit.paths import resolve_path
 from slurm.executors import KINDS, make_executor
 from slurm.jobs import PreemptibleCall, collect_results
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "pretrain" / "conf"
+from slurm.profiles import load_profile
 
 
 def compose_pretrain_config(overrides: Sequence[str] = ()) -> dict:
     """The resolved pretraining config (plain dict) for these Hydra overrides."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    import pretrain.run  # noqa: F401  registers the schema and the vgan_path resolver
-    from pretrain.schema import to_plain
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    OmegaConf.set_struct(cfg, False)
-    cfg.pop("hydra", None)
-    return to_plain(cfg)
+    return to_plain(compose(overrides))
 
 
 def run_pretraining(cfg: dict, dataset: Any = None) -> dict:
     """Inside the job: set up DDP if there are several tasks, train (resuming), report."""
-    from pretrain.trainer import fit
-    from runkit.distributed import cleanup, init_distributed
-
     info = init_distributed(backend=None)
     try:
         result = fit(cfg, dataset, dist_info=info)
@@ -58,32 +52,41 @@ def run_pretraining(cfg: dict, dataset: Any = None) -> dict:
 def submit_pretraining(cfg: dict, kind: str = "slurm", cluster: Any = "local",
                        folder: str | Path | None = None, dataset: Any = None,
                        **profile_overrides: Any) -> submitit.Job:
-    """Submit one pretraining run; submitit's files go to `<run_dir>/submitit` by default."""
-    from pretrain.trainer import run_dir_for, as_config
-
-    run_dir = run_dir_for(as_config(cfg))
-    folder = Path(folder) if folder is not None else run_dir / "submitit"
-    executor = make_executor(kind, folder / "%j", cluster, job_name=f"pretrain-{cfg['run_name']}",
+    """Submit one pretraining run; submitit's files go to `<output_root>/<run_name>/submitit`
+    (`<output_root>/submitit/<experiment>-<method>` while the run is named by its config)."""
+    cfg = to_plain(as_config(cfg))  # every key, defaults filled in
+    root = resolve_path(cfg["output_root"])
+    named = cfg["run_name"] != "auto"
+    default = root / cfg["run_name"] / "submitit" if named else \
+        root / "submitit" / f"{cfg['experiment_name']}-{cfg['method']['name']}"
+    folder = Path(folder) if folder is not None else default
+    executor = make_executor(kind, folder / "%j", cluster, job_name=f"pretrain-{cfg['experiment_name']}",
                              **profile_overrides)
     return executor.submit(PreemptibleCall(run_pretraining, cfg, dataset))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m slurm.launch_pretrain", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executor", choices=KINDS, default="slurm")
     parser.add_argument("--cluster", default="local", help="profile in slurm/conf/cluster/ or a YAML path")
     parser.add_argument("--tasks-per-node", type=int, default=None, help="DDP ranks per node")
     parser.add_argument("--nodes", type=int, default=None)
     parser.add_argument("--timeout-min", type=int, default=None)
     parser.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for pretrain/run.py")
     args = parser.parse_args(argv)
-    cfg = compose_pretrain_config(args.overrides)
+    try:
+        cfg = compose_pretrain_config(args.overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"slurm.launch_pretrain: {explain(exc)}") from None
+    load_profile(args.cluster, **{k: v for k, v in (("tasks_per_node", args.tasks_per_node), ("nodes", args.nodes),
+                                                     ("timeout_min", args.timeout_min)) if v is not None})
     profile_overrides = {k: v for k, v in (("tasks_per_node", args.tasks_per_node), ("nodes", args.nodes),
                                             ("timeout_min", args.timeout_min)) if v is not None}
     job = submit_pretraining(cfg, kind=args.executor, cluster=args.cluster, **profile_overrides)
-    print(f"submitted pretraining {cfg['run_name']!r} as job {job.job_id} "
+    print(f"submitted pretraining {cfg['experiment_name']!r} ({cfg['method']['name']}) as job {job.job_id} "
           f"(logs: {job.paths.stdout.parent})")
     if args.wait:
         [result] = collect_results([job])
@@ -92,4 +95,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(lambda: main(), sys.argv[1:]))

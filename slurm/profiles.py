@@ -16,11 +16,33 @@ from typing import Any, Mapping
 
 import yaml
 
+from runkit.errors import UserError
+
 PROFILE_DIR = Path(__file__).resolve().parent / "conf" / "cluster"
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A cluster profile is missing, malformed or has a key that is not a profile field."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What one sweep job asks SLURM for (a single task)."""
+    kind: str
+    gpus: int
+    cpus: int
+    mem_gb: float | None
+
+    def describe(self) -> str:
+        mem = f", {self.mem_gb:g} GB" if self.mem_gb else ""
+        return f"{self.gpus} GPU(s), {self.cpus} CPU(s){mem}"
+
+    def profile_overrides(self) -> dict[str, Any]:
+        """The profile fields that express this request for `slurm.executors.make_executor`."""
+        out: dict[str, Any] = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": self.gpus, "cpus_per_task": self.cpus}
+        if self.mem_gb is not None:
+            out["mem_gb"] = self.mem_gb
+        return out
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,12 @@ class ClusterProfile:
     constraint: str | None = None
     setup: tuple[str, ...] = ()
     additional_parameters: Mapping[str, Any] = field(default_factory=dict)
+    # sweep jobs (one task each): GPUs per job, and CPUs / memory per GPU; probe jobs may ask for
+    # more CPUs for their scikit-learn fits. 0 GPUs: CPU jobs of cpus_per_task CPUs and mem_gb.
+    gpus_per_task: int = 0
+    cpus_per_gpu: int = 0
+    mem_per_gpu_gb: float | None = None
+    probe_cpus: int = 0
 
     def __post_init__(self) -> None:
         for key in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min", "array_parallelism"):
@@ -48,7 +76,8 @@ class ClusterProfile:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ProfileError(f"cluster profile {self.name!r}: {key} must be an integer >= 1, "
                                    f"got {value!r}")
-        for key in ("gpus_per_node", "signal_delay_s", "max_num_timeout"):
+        for key in ("gpus_per_node", "signal_delay_s", "max_num_timeout", "gpus_per_task", "cpus_per_gpu",
+                    "probe_cpus"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ProfileError(f"cluster profile {self.name!r}: {key} must be an integer >= 0, "
@@ -56,6 +85,10 @@ class ClusterProfile:
         if self.mem_gb is not None and (not isinstance(self.mem_gb, (int, float)) or self.mem_gb <= 0):
             raise ProfileError(f"cluster profile {self.name!r}: mem_gb must be a positive number or "
                                f"null, got {self.mem_gb!r}")
+        if self.mem_per_gpu_gb is not None and (not isinstance(self.mem_per_gpu_gb, (int, float))
+                                                or self.mem_per_gpu_gb <= 0):
+            raise ProfileError(f"cluster profile {self.name!r}: mem_per_gpu_gb must be a positive number or "
+                               f"null, got {self.mem_per_gpu_gb!r}")
         if self.signal_delay_s >= self.timeout_min * 60:
             raise ProfileError(f"cluster profile {self.name!r}: signal_delay_s={self.signal_delay_s} "
                                f"is not shorter than the time limit ({self.timeout_min} min)")
@@ -70,6 +103,20 @@ class ClusterProfile:
     @property
     def tasks(self) -> int:
         return self.nodes * self.tasks_per_node
+
+    def job_request(self, kind: str) -> JobRequest:
+        """The resources of one sweep job: "finetune" (one cell) or "probe" (a split's probe cells)."""
+        if kind not in ("finetune", "probe"):
+            raise ValueError(f"job kind must be 'finetune' or 'probe', got {kind!r}")
+        gpus = self.gpus_per_task
+        if gpus:
+            cpus = max(1, gpus * self.cpus_per_gpu) if self.cpus_per_gpu else self.cpus_per_task
+            mem = gpus * self.mem_per_gpu_gb if self.mem_per_gpu_gb else self.mem_gb
+        else:
+            cpus, mem = self.cpus_per_task, self.mem_gb
+        if kind == "probe":
+            cpus = max(cpus, self.probe_cpus)
+        return JobRequest(kind, gpus, cpus, mem)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], name: str = "custom") -> "ClusterProfile":

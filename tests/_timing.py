@@ -26,9 +26,9 @@ REFERENCE_STEP_S = 0.012
 @functools.lru_cache(maxsize=1)
 def step_seconds() -> float:
     """Median wall time of one tiny GAN training step on this machine, one thread."""
-    from pretrain.data import TensorClips
     from pretrain.schema import PretrainConfig
-    from pretrain.trainer import VGANTrainer
+    from pretrain.trainer import Trainer
+    from videodata.clips import ArrayClips
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -36,8 +36,8 @@ def step_seconds() -> float:
         cfg = PretrainConfig(experiment_name="timing", output_root="/nonexistent")
         cfg.model.width, cfg.model.frames, cfg.model.size, cfg.model.z_dim = 4, 16, 32, 8
         cfg.trainer.batch_size, cfg.trainer.device, cfg.trainer.progress = 4, "cpu", False
-        trainer = VGANTrainer(cfg, TensorClips(torch.zeros(4, 3, 16, 32, 32)), run_dir="/nonexistent")
-        batch = torch.rand(4, 3, 16, 32, 32) * 2 - 1
+        trainer = Trainer(cfg, ArrayClips(torch.zeros(4, 16, 32, 32, 3, dtype=torch.uint8)), run_dir="/nonexistent")
+        batch = torch.randint(0, 256, (4, 16, 32, 32, 3), dtype=torch.uint8)
         times = []
         for i in range(12):
             began = time.perf_counter()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from videodata.cache import REPORT_NAME, CachedClipDataset, ClipCache
+from videodata.cache import REPORT_NAME, ClipCache
+from videodata.clips import ClipBatchSampler, ClipDataset, collate_clips
 from videodata.decode import read_clip, read_uniform_clips, uniform_starts
 from videodata.errors import VideoDataError
 from videodata.synthetic import SyntheticConfig, generate
@@ -24,7 +25,7 @@ SIZE = 16
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     cfg = SyntheticConfig(root=str(tmp_path_factory.mktemp("cache_src") / "set"), num_classes=2,
-                          clips_per_group=1, unlabeled_videos=0, frames=12, width=32, height=24,
+                          clips_per_group=1, unlabeled_videos=0, frames=12, frame_width=32, frame_height=24,
                           workers=1, progress=False)
     layout = generate(cfg)
     recs = load_split(layout.video_root, layout.lists_dir, 1, "train")
@@ -77,15 +78,27 @@ def test_random_start_is_seeded_and_in_range(cache):
 
 
 def test_dataset_items_and_pickling(cache, records):
-    ds = CachedClipDataset(cache, num_frames=8)
+    ds = ClipDataset(cache, 8)
     x, label = ds[5]
-    assert x.shape == (3, 8, SIZE, SIZE) and x.dtype == torch.float32
-    assert -1 <= x.min() and x.max() <= 1 and label == records[5].label
-    torch.manual_seed(0)
-    xs, ys = next(iter(torch.utils.data.DataLoader(CachedClipDataset(cache, 8, "random"), batch_size=4)))
-    assert xs.shape == (4, 3, 8, SIZE, SIZE) and ys.tolist() == [r.label for r in records[:4]]
-    multi, _ = CachedClipDataset(cache, 4, num_clips=3)[2]
-    assert multi.shape == (3, 3, 4, SIZE, SIZE)
+    assert x.shape == (8, SIZE, SIZE, 3) and x.dtype == torch.uint8 and label == records[5].label
+    np.testing.assert_array_equal(x.numpy(), cache.clip(5, 8))
+    # random starts: a function of (seed, epoch, video), the same in any worker or resumed run
+    random = ClipDataset(cache, 4, sampling="random", seed=3)
+    assert torch.equal(random[(2, 7)][0], random[(2, 7)][0])
+    starts = {int(np.flatnonzero((cache.clip(2, 10)[:, None] == random[(2, e)][0].numpy()[None, :1]).all((2, 3, 4)))[0])
+              for e in range(20)}
+    assert len(starts) > 1  # different epochs, different starts
+    loader = torch.utils.data.DataLoader(random, batch_sampler=ClipBatchSampler(len(random), 4, seed=0, steps=1),
+                                         collate_fn=collate_clips)
+    xs, ys = next(iter(loader))
+    assert xs.shape == (4, 4, SIZE, SIZE, 3) and ys.dtype == torch.int64
+    multi, _ = ClipDataset(cache, 4, sampling="uniform", num_clips=3)[2]
+    assert multi.shape == (3, 4, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(multi.numpy(), cache.uniform_clips(2, 3, 4))
+    views, _ = ClipDataset(cache, 4, sampling="random", views=2)[(1, 0)]
+    assert views.shape == (2, 4, SIZE, SIZE, 3)
+    subset = ClipDataset(cache, 8, items=[4, 2])
+    assert len(subset) == 2 and subset[1][1] == records[2].label
     clone = pickle.loads(pickle.dumps(cache))  # what a spawned DataLoader worker receives
     np.testing.assert_array_equal(clone.clip(7, 5), cache.clip(7, 5))
 

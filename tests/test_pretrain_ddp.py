@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_pretrain_trainer import clips, tiny_cfg  # noqa: E402
 
 from pretrain.models import Discriminator, TwoStreamGenerator  # noqa: E402
-from pretrain.trainer import VGANTrainer  # noqa: E402
+from pretrain.trainer import Trainer  # noqa: E402
 from runkit.distributed import DistInfo  # noqa: E402
 
 STEPS = 3
@@ -36,10 +36,10 @@ def _config(tmp: Path, steps: int, options: dict):
     return cfg
 
 
-def _snapshot(trainer: VGANTrainer) -> dict:
+def _snapshot(trainer: Trainer) -> dict:
     """Weights, buffers and the last step's gradients of G and D (plain tensors)."""
     out = {}
-    for net, model in (("G", trainer.G), ("D", trainer.D)):
+    for net, model in (("G", trainer.method.G), ("D", trainer.method.D)):
         out[net] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         out[f"{net}.grad"] = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
     return out
@@ -48,11 +48,11 @@ def _snapshot(trainer: VGANTrainer) -> dict:
 def _train(tmp: Path, name: str, options: dict, info: DistInfo | None = None) -> tuple[dict, dict, dict]:
     """(initial, after step 1, after step 3 resumed from the step-1 checkpoint) snapshots."""
     kwargs = {"dist_info": info} if info is not None else {}
-    first = VGANTrainer(_config(tmp, 1, options), clips(16), run_dir=tmp / name, **kwargs)
+    first = Trainer(_config(tmp, 1, options), clips(16), run_dir=tmp / name, **kwargs)
     initial = _snapshot(first)
     first.fit()
     one = _snapshot(first)
-    again = VGANTrainer(_config(tmp, STEPS, options), clips(16), run_dir=tmp / name, **kwargs)
+    again = Trainer(_config(tmp, STEPS, options), clips(16), run_dir=tmp / name, **kwargs)
     result = again.fit()
     assert result.resumed_from == 1 and result.step == STEPS
     return initial, one, _snapshot(again)

@@ -1,4 +1,5 @@
-"""pretrain.trainer on in-memory clips: resume determinism, preemption, NaN stop, export, health."""
+"""pretrain.trainer (the skeleton, with VGAN) on in-memory clips: resume determinism, preemption,
+NaN stop, export, health, run folders derived from the config and the data."""
 from __future__ import annotations
 
 import json
@@ -9,12 +10,14 @@ import signal
 import pytest
 import torch
 
-from pretrain.data import StepBatchSampler, TensorClips
+from pretrain.export import latest_export, load_export
 from pretrain.models import build_discriminator
 from pretrain.schema import PretrainConfig
-from pretrain.trainer import NonFiniteLossError, VGANTrainer, latest_export, load_export
+from pretrain.trainer import NonFiniteLossError, Trainer
 from runkit import preemption
-from runkit.checkpoint import CheckpointManager, load_checkpoint
+from runkit.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from videodata.clips import ArrayClips, ClipBatchSampler
+from videodata.decode import to_model_input
 
 torch.set_num_threads(1)
 
@@ -30,28 +33,30 @@ def tiny_cfg(tmp_path, steps=4, **trainer) -> PretrainConfig:
     return cfg
 
 
-def clips(n=12, seed=0) -> TensorClips:
+def clips(n=12, seed=0, fingerprint="in-memory") -> ArrayClips:
     g = torch.Generator().manual_seed(seed)
-    return TensorClips(torch.rand(n, 3, 16, 16, 16, generator=g) * 2 - 1)
+    return ArrayClips(torch.randint(0, 256, (n, 16, 16, 16, 3), generator=g, dtype=torch.uint8),
+                      fingerprint=fingerprint)
 
 
 IMPROVED = dict(loss="hinge", reuse_fakes=False, r1_gamma=1.0, r1_every=2, ema=True)
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
-    for net in ("G", "D"):
+    a, b = a["method"], b["method"]
+    for net in ("model.G", "model.D"):
         for key in a[net]:
             assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs"
-    for opt in ("opt_g", "opt_d"):
+    for opt in ("optim.G", "optim.D"):
         for pid, sa in a[opt]["state"].items():
             for k, v in sa.items():
                 assert torch.equal(v, b[opt]["state"][pid][k]), f"{opt} state {pid}.{k} differs"
-    if "ema" in a:
-        for key in a["ema"]:
-            assert torch.equal(a["ema"][key], b["ema"][key]), f"ema.{key} differs"
+    if "ema" in a["extra"]:
+        for key in a["extra"]["ema"]:
+            assert torch.equal(a["extra"]["ema"][key], b["extra"]["ema"][key]), f"ema.{key} differs"
 
 
-def count_steps(trainer: VGANTrainer) -> list[int]:
+def count_steps(trainer: Trainer) -> list[int]:
     """Record the step at which each `train_step` call of this trainer starts."""
     started, real = [], trainer.train_step
 
@@ -65,10 +70,10 @@ def count_steps(trainer: VGANTrainer) -> list[int]:
 
 @pytest.mark.parametrize("options", [{}, IMPROVED], ids=["paper", "improved"])
 def test_resume_is_exact(tmp_path, options):
-    straight = VGANTrainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "a")
+    straight = Trainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "a")
     straight.fit()
-    VGANTrainer(tiny_cfg(tmp_path, 2, **options), clips(), run_dir=tmp_path / "b").fit()
-    resumed = VGANTrainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "b")
+    Trainer(tiny_cfg(tmp_path, 2, **options), clips(), run_dir=tmp_path / "b").fit()
+    resumed = Trainer(tiny_cfg(tmp_path, 4, **options), clips(), run_dir=tmp_path / "b")
     steps_run = count_steps(resumed)
     result = resumed.fit()
     assert result.step == 4 and resumed.step == 4
@@ -91,10 +96,10 @@ def _rows(run_dir):
         return list(csv.DictReader(handle))
 
 
-class _SignalAt(TensorClips):
+class _SignalAt(ArrayClips):
     """Sends SIGUSR2 to this process when item `at` is fetched (simulated preemption)."""
 
-    def __init__(self, base: TensorClips, at: int):
+    def __init__(self, base: ArrayClips, at: int):
         super().__init__(base.clips)
         self.at, self.count = at, 0
 
@@ -106,10 +111,10 @@ class _SignalAt(TensorClips):
 
 
 def test_preemption_checkpoints_then_resumes_exactly(tmp_path):
-    straight = VGANTrainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "a")
+    straight = Trainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "a")
     straight.fit()
     # item 5 is fetched for step 2: the loop finishes step 2, saves, and stops
-    victim = VGANTrainer(tiny_cfg(tmp_path, 4, ckpt_every=100), _SignalAt(clips(), at=5), run_dir=tmp_path / "b")
+    victim = Trainer(tiny_cfg(tmp_path, 4, ckpt_every=100), _SignalAt(clips(), at=5), run_dir=tmp_path / "b")
     try:
         with pytest.raises(preemption.Preempted):
             victim.fit()
@@ -117,21 +122,20 @@ def test_preemption_checkpoints_then_resumes_exactly(tmp_path):
         preemption.uninstall()
     assert CheckpointManager(tmp_path / "b" / "checkpoints").all_steps() == [2]
     assert not (tmp_path / "b" / "discriminator.pt").exists()
-    resumed = VGANTrainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "b")
+    resumed = Trainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "b")
     steps_run = count_steps(resumed)
     assert resumed.fit().resumed_from == 2 and steps_run == [2, 3]
     _assert_same_state(straight.state_dict(), resumed.state_dict())
 
 
-class _NaNAfter(TensorClips):
-    def __init__(self, base: TensorClips, after: int):
-        super().__init__(base.clips)
-        self.after, self.count = after, 0
+def poison_from(trainer: Trainer, step: int) -> None:
+    """Real clips become NaN from 1-based step `step` on (as a corrupt input would)."""
+    real = trainer.method.train_step
 
-    def __getitem__(self, key):
-        self.count += 1
-        clip = super().__getitem__(key)
-        return clip * float("nan") if self.count > self.after else clip
+    def poisoned(x, s):
+        return real(x * float("nan") if s + 1 >= step else x, s)
+
+    trainer.method.train_step = poisoned
 
 
 def test_time_limit_is_a_budget_over_reruns(tmp_path, monkeypatch):
@@ -145,89 +149,122 @@ def test_time_limit_is_a_budget_over_reruns(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_module.time, "monotonic", fake_monotonic)
     run = tmp_path / "run"
-    first = VGANTrainer(tiny_cfg(tmp_path, 50, time_limit_min=1.0), clips(), run_dir=run).fit()
+    first = Trainer(tiny_cfg(tmp_path, 50, time_limit_min=1.0), clips(), run_dir=run).fit()
     assert first.stopped == "time_limit" and 0 < first.step < 50
     assert first.export_path is not None and first.export_path.is_file()
     exported = first.export_path.stat().st_mtime_ns
 
     # The same command again: the budget is spent, so nothing trains and the export is kept.
-    again = VGANTrainer(tiny_cfg(tmp_path, 50, time_limit_min=1.0), clips(), run_dir=run).fit()
+    again = Trainer(tiny_cfg(tmp_path, 50, time_limit_min=1.0), clips(), run_dir=run).fit()
     assert again.stopped == "already_finished" and again.step == first.step
     assert again.export_path.stat().st_mtime_ns == exported
 
     # A larger budget continues from the checkpoint.
-    more = VGANTrainer(tiny_cfg(tmp_path, 50, time_limit_min=2.0), clips(), run_dir=run).fit()
+    more = Trainer(tiny_cfg(tmp_path, 50, time_limit_min=2.0), clips(), run_dir=run).fit()
     assert more.step > first.step
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_cfg(tmp_path, 10, ckpt_every=2)
-    trainer = VGANTrainer(cfg, _NaNAfter(clips(), after=4 * 3), run_dir=tmp_path / "run")  # step 4 is bad
-    with pytest.raises(NonFiniteLossError, match=r"non-finite discriminator loss at step 4.*ckpt_00000002"):
+    trainer = Trainer(cfg, clips(), run_dir=tmp_path / "run")
+    poison_from(trainer, 4)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite d_loss, g_loss at step 4.*ckpt_00000002"):
         trainer.fit()
     manager = CheckpointManager(tmp_path / "run" / "checkpoints")
     assert manager.all_steps() == [2]
     state = manager.load_latest()
-    assert all(torch.isfinite(v).all() for v in state["D"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in state["method"]["model.D"].values() if v.is_floating_point())
     assert not (tmp_path / "run" / "discriminator.pt").exists()
 
 
 def test_export_loads_with_weights_only_and_builds_d(tmp_path):
     cfg = tiny_cfg(tmp_path, 2, ema=True)
     cfg.model.spectral_norm, cfg.model.d_norm = True, "none"
-    trainer = VGANTrainer(cfg, clips(), run_dir=tmp_path / "out" / "tiny")
+    trainer = Trainer(cfg, clips(), run_dir=tmp_path / "out" / "tiny")
     result = trainer.fit()
     path = tmp_path / "out" / "tiny" / "discriminator.pt"
     assert result.export_path == path and latest_export(tmp_path / "out") == path.resolve()
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert raw["format"] == "vganbench.discriminator/1"
     assert raw["clip"] == {"frames": 16, "size": 16} and raw["step"] == 2
-    assert raw["data_fingerprint"] == "in-memory"
+    assert raw["data_fingerprint"] == "in-memory" and raw["method"] == "vgan"
     assert type(raw["config"]) is dict and raw["config"]["model"]["width"] == 4
     assert raw["arch"]["spectral_norm"] is False and raw["arch"]["norm"] == "none"
-    d = build_discriminator(load_export(path)["arch"])
+    export = load_export(path)
+    d = build_discriminator(export.arch)
     d.load_state_dict(raw["state_dict"])
-    x = clips(2, seed=1).clips
-    trainer.D.eval()
+    x = to_model_input(clips(2, seed=1).clips)
+    trainer.method.D.eval()
     with torch.no_grad():
-        assert torch.allclose(d.eval()(x), trainer.D(x), atol=1e-5)
+        assert torch.allclose(d.eval()(x), trainer.method.D(x), atol=1e-5)
         assert d.forward_features(x).shape == (2, 32, 1, 1, 1)
+        # the backbone transfer builds from the export computes D's features, without D's head
+        backbone = export.backbone().eval()
+        assert not hasattr(backbone, "classifier")
+        assert torch.allclose(backbone.forward_features(x), trainer.method.D.forward_features(x), atol=1e-5)
     run = tmp_path / "out" / "tiny"
     for name in ("samples/samples_final.gif", "samples/samples_final.mp4", "losses.png", "metrics.csv",
                  "config.yaml"):
         assert (run / name).stat().st_size > 0, name
     # Running again is a no-op that keeps the export.
-    again = VGANTrainer(cfg, clips(), run_dir=run).fit()
+    again = Trainer(cfg, clips(), run_dir=run).fit()
     assert again.stopped == "already_finished" and again.step == 2
 
 
-def test_mismatched_model_config_refuses_to_resume(tmp_path):
-    VGANTrainer(tiny_cfg(tmp_path, 2), clips(), run_dir=tmp_path / "run").fit()
+def test_a_named_run_folder_refuses_another_config_or_other_data(tmp_path):
+    Trainer(tiny_cfg(tmp_path, 2), clips(), run_dir=tmp_path / "run").fit()
     cfg = tiny_cfg(tmp_path, 4)
     cfg.model.width = 8
-    with pytest.raises(Exception, match="different model config.*width"):
-        VGANTrainer(cfg, clips(), run_dir=tmp_path / "run").fit()
+    with pytest.raises(CheckpointError, match=r"another config or other data \(config.model.width: 4 -> 8"):
+        Trainer(cfg, clips(), run_dir=tmp_path / "run").fit()
+    with pytest.raises(CheckpointError, match=r"data: 'in-memory' -> 'other clips'"):
+        Trainer(tiny_cfg(tmp_path, 4), clips(fingerprint="other clips"), run_dir=tmp_path / "run").fit()
+    with pytest.raises(CheckpointError, match="already trained for 2 steps, more than trainer.steps=1"):
+        Trainer(tiny_cfg(tmp_path, 1), clips(), run_dir=tmp_path / "run").fit()
+
+
+def test_auto_run_folders_follow_the_config_and_the_data(tmp_path):
+    """run_name=auto: a data or model change gets its own folder, never the old export;
+    operational settings (steps, logging, threads) do not."""
+    base = Trainer(tiny_cfg(tmp_path, 2), clips()).fit()
+    assert base.run_dir.parent == tmp_path / "out" and base.run_dir.name.startswith("tiny-vgan-")
+    again = Trainer(tiny_cfg(tmp_path, 2, log_every=2, threads=1), clips()).fit()
+    assert again.run_dir == base.run_dir and again.stopped == "already_finished"
+    longer = Trainer(tiny_cfg(tmp_path, 3), clips()).fit()  # more steps continue the same run
+    assert longer.run_dir == base.run_dir and longer.resumed_from == 2 and longer.step == 3
+    other_data = Trainer(tiny_cfg(tmp_path, 2), clips(fingerprint="other clips")).fit()
+    assert other_data.run_dir != base.run_dir and other_data.resumed_from is None
+    cfg = tiny_cfg(tmp_path, 2)
+    cfg.model.width = 8
+    wider = Trainer(cfg, clips()).fit()
+    assert len({base.run_dir, other_data.run_dir, wider.run_dir}) == 3
+    assert load_export(wider.export_path).arch["width"] == 8
 
 
 def test_collapsed_mask_warns(tmp_path, caplog):
     cfg = tiny_cfg(tmp_path, 3, collapse_window=3)
     cfg.optim.lr_g = 0.0
-    trainer = VGANTrainer(cfg, clips(), run_dir=tmp_path / "run")
+    trainer = Trainer(cfg, clips(), run_dir=tmp_path / "run")
     with torch.no_grad():
-        trainer.G.mask[0].bias.fill_(-30.0)  # sigmoid ~ 0: background only
+        trainer.method.G.mask[0].bias.fill_(-30.0)  # sigmoid ~ 0: background only
     with caplog.at_level(logging.WARNING, logger="pretrain.trainer"):
         trainer.fit()
     assert any("mask collapsed" in r.getMessage() and "background" in r.getMessage() for r in caplog.records)
 
 
-def test_step_batch_sampler_partitions_global_batches():
-    one = iter(StepBatchSampler(10, 4, seed=3))
-    two = [iter(StepBatchSampler(10, 2, rank=r, world_size=2, seed=3)) for r in range(2)]
+def test_batch_sampler_partitions_global_batches_and_resumes():
+    one = iter(ClipBatchSampler(10, 4, seed=3))
+    two = [iter(ClipBatchSampler(10, 4, rank=r, world_size=2, seed=3)) for r in range(2)]
+    seen = []
     for _ in range(5):  # crosses epoch boundaries
-        global_batch = sorted(next(one))
-        assert sorted(next(two[0]) + next(two[1])) == global_batch
-    late = iter(StepBatchSampler(10, 4, seed=3, start_step=3))
-    ref = iter(StepBatchSampler(10, 4, seed=3))
+        global_batch = next(one)
+        assert sorted(next(two[0]) + next(two[1])) == sorted(global_batch)
+        seen += global_batch
+    # epoch after epoch, every item exactly once per epoch
+    assert sorted(i for i, e in seen if e == 0) == list(range(10)) and sorted(i for i, e in seen if e == 1) == list(range(10))
+    late = iter(ClipBatchSampler(10, 4, seed=3, start_step=3))
+    ref = iter(ClipBatchSampler(10, 4, seed=3))
     for _ in range(3):
         next(ref)
     assert next(late) == next(ref)
+    assert list(ClipBatchSampler(10, 4, seed=3, start_step=1, steps=3)) == [ClipBatchSampler(10, 4, seed=3).global_batch(s) for s in (1, 2)]

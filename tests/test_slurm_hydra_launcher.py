@@ -37,7 +37,7 @@ def tiny_overrides(tmp_path: Path, run_name: str) -> list[str]:
     return ["experiment=cpu_demo", f"run_name={run_name}", f"output_root={tmp_path / 'pretrain'}",
             f"data.synthetic.root={tmp_path / 'synthetic'}", "data.synthetic.num_classes=2",
             "data.synthetic.clips_per_group=1", "data.synthetic.unlabeled_videos=8",
-            "data.synthetic.frames=20", "data.synthetic.width=32", "data.synthetic.height=32",
+            "data.synthetic.frames=20", "data.synthetic.frame_width=32", "data.synthetic.frame_height=32",
             "data.synthetic.workers=1", "data.synthetic.progress=false", "data.max_frames=20",
             f"data.cache_root={tmp_path / 'cache'}", "data.decode_workers=1",
             "model.width=4", "model.size=16", f"trainer.steps={STEPS}", "trainer.batch_size=4",
@@ -89,7 +89,7 @@ def attempt_progress(job: submitit.SlurmJob, run_dir: Path, baseline: dict[int, 
 
 
 def test_hydra_launcher_requeues_timeouts_and_matches_plain_run(local_cluster, tmp_path):  # noqa: F811
-    from pretrain.trainer import load_export
+    from pretrain.export import load_export
 
     # The reference: a plain local run (it also writes the synthetic set and the clip cache the
     # SLURM job then reuses).
@@ -124,10 +124,10 @@ def test_hydra_launcher_requeues_timeouts_and_matches_plain_run(local_cluster, t
 
     export_path = run_dir / "discriminator.pt"
     got, want = load_export(export_path), load_export(tmp_path / "pretrain" / "reference" / "discriminator.pt")
-    assert got["step"] == want["step"] == STEPS
-    assert got["state_dict"].keys() == want["state_dict"].keys()
-    for key in want["state_dict"]:
-        assert torch.equal(got["state_dict"][key], want["state_dict"][key]), f"{key} differs from the plain run"
+    assert got.step == want.step == STEPS
+    assert got.state_dict.keys() == want.state_dict.keys()
+    for key in want.state_dict:
+        assert torch.equal(got.state_dict[key], want.state_dict[key]), f"{key} differs from the plain run"
     # Hydra's own files go to the sweep dir; the run directory is the config's, never the clock's
     assert (tmp_path / "pretrain" / "multirun" / "cpu_demo" / "0" / ".hydra" / "config.yaml").is_file()
     print(f"hydra launcher: {restarts} timeouts requeued, {elapsed:.0f} s end to end")

@@ -39,10 +39,11 @@ def logged_steps(run_dir) -> list[int]:
 
 
 def test_pretraining_preempted_three_times_equals_uninterrupted(local_cluster, tmp_path):  # noqa: F811
-    from pretrain.data import TensorClips
-    from pretrain.trainer import load_export
+    from pretrain.export import load_export
+    from videodata.clips import ArrayClips
 
-    clips = TensorClips(torch.rand(24, 3, 16, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    clips = ArrayClips(torch.randint(0, 256, (24, 16, 32, 32, 3), generator=torch.Generator().manual_seed(0),
+                                     dtype=torch.uint8))
     runs = tmp_path / "runs"
     reference = submit_pretraining(tiny_config(runs, "reference"), cluster="local",
                                    folder=tmp_path / "jobs", dataset=clips)
@@ -68,7 +69,7 @@ def test_pretraining_preempted_three_times_equals_uninterrupted(local_cluster, t
     resumed = [a["resumed_from"] for a in attempts]
     assert resumed[0] is None and 0 < resumed[1] < resumed[2] < resumed[3] < STEPS, resumed
     assert [a["start_step"] for a in attempts[1:]] == resumed[1:]
-    want, have = load_export(ref["export"])["state_dict"], load_export(got["export"])["state_dict"]
+    want, have = load_export(ref["export"]).state_dict, load_export(got["export"]).state_dict
     assert want.keys() == have.keys()
     for key in want:
         assert torch.equal(want[key], have[key]), f"{key} differs from the uninterrupted run"

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
@@ -32,10 +31,11 @@ from slurm.jobs import PreemptibleCall, queue_info, wait_jobs
 from test_slurm_cluster import (interrupt_and_requeue, local_cluster,  # noqa: F401  (fixture)
                                 progress_of_attempts, restart_count, wait_until)
 from test_transfer_sweep import spec_for, stable_ledger, tables, tiny  # noqa: F401  (fixture)
-from transfer.cells import run_cell
+from transfer.sweeps.cells import run_cell
 from transfer.ledger import Ledger, stable_view
-from transfer.runner import build_cache, plan_sweep, run_sweep
-from transfer.testing import TINY_RECIPE
+from transfer.sweeps import plan_sweep, run_sweep
+from transfer.sweeps.plan import build_caches
+from _tiny import TINY_RECIPE
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -44,17 +44,15 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 REPO = Path(__file__).resolve().parents[1]
 # the sweep's submitting process, run apart so that the test can kill it
-DRIVER = "import pickle, sys; from transfer.runner import run_sweep; run_sweep(pickle.load(open(sys.argv[1], 'rb')))"
+DRIVER = "import pickle, sys; from transfer.sweeps import run_sweep; run_sweep(pickle.load(open(sys.argv[1], 'rb')))"
 # ~20 ms a step on the reference machine: long enough to preempt three times (tests/_timing.py)
 CELL_ITERATIONS = steps_for(600 * REFERENCE_STEP_S, at_least=600)
 SWEEP_ITERATIONS = steps_for(400 * REFERENCE_STEP_S, at_least=400)
 
 
-def recipe(iterations: int) -> dict:
+def recipe(iterations: int) -> tuple[str, ...]:
     """The tiny recipe, longer, logging every step (a continuous log is checkable step by step)."""
-    out = copy.deepcopy(TINY_RECIPE)
-    out["finetune"].update(iterations=iterations, log_every=1, checkpoint_every=100)
-    return out
+    return TINY_RECIPE + (f"finetune.iterations={iterations}", "finetune.log_every=1", "finetune.checkpoint_every=100")
 
 
 def train_rows(cell_dir: Path) -> list[dict]:
@@ -74,9 +72,9 @@ def last_step(cell_dir: Path) -> int:
 def cell_keeping_weights(ctx, cell) -> dict:
     """`run_cell`, plus the classifier's final weights saved as `final_weights.pt` in the cell's
     folder (run_cell deletes its checkpoints once the cell is done)."""
-    import transfer.finetune as finetune_mod
+    import transfer.sweeps.cells as cells_mod
 
-    real = finetune_mod.finetune
+    real = cells_mod.finetune
 
     def finetune_and_keep(model, *args, workdir, **kwargs):
         info = real(model, *args, workdir=workdir, **kwargs)
@@ -84,16 +82,16 @@ def cell_keeping_weights(ctx, cell) -> dict:
                           Path(workdir) / "final_weights.pt")
         return info
 
-    finetune_mod.finetune = finetune_and_keep  # _run_finetune imports it at call time
+    cells_mod.finetune = finetune_and_keep  # _run_finetune looks it up at call time
     try:
         return run_cell(ctx, cell)
     finally:
-        finetune_mod.finetune = real
+        cells_mod.finetune = real
 
 
 # ------------------------------------------------------------------------------------------ tests
 def test_finetune_cell_preempted_three_times_equals_uninterrupted(local_cluster, tiny, tmp_path):  # noqa: F811
-    plans = {name: build_cache(plan_sweep(spec_for(tiny, f"cell-{name}", fractions=(1.0,), protocols=("finetune",),
+    plans = {name: build_caches(plan_sweep(spec_for(tiny, f"cell-{name}", fractions=(1.0,), protocols=("finetune",),
                                                    inits=("pretrained",), overrides=recipe(CELL_ITERATIONS))),
                                workers=1)
              for name in ("reference", "preempted")}
@@ -179,6 +177,9 @@ def test_sweep_with_preempted_jobs_and_a_lost_driver_equals_uninterrupted(local_
     finally:
         driver.kill()  # the driver is lost; the jobs go on in the queue
         driver.wait()
+    # the first run's job arrays (one per kind of job: probes, fine-tuning)
+    first_submissions = sorted(p.name for p in (out / "jobs").glob("*_submission.sh"))
+    assert len(first_submissions) == 2, first_submissions
 
     # meanwhile, the same sweep never interrupted, in-process jobs in a process of its own
     straight_spec, straight_log = tmp_path / "straight.pkl", tmp_path / "straight.log"
@@ -195,7 +196,8 @@ def test_sweep_with_preempted_jobs_and_a_lost_driver_equals_uninterrupted(local_
     assert summary["skipped"] <= 2, "the fine-tune cells were done before the re-run: nothing was tested"
     assert summary["status"]["done"] == 4, summary
     assert summary["counts"]["done"] == 4 - summary["skipped"], summary  # each held cell counted once
-    assert len(list((out / "jobs").glob("*_submission.sh"))) == 1, "cells were submitted twice"
+    assert sorted(p.name for p in (out / "jobs").glob("*_submission.sh")) == first_submissions, \
+        "cells were submitted twice"
     assert {k: v for k, v in json.loads(jobs_file.read_text()).items() if k in finetune_jobs} == finetune_jobs
     for cell_id, job_id in finetune_jobs.items():
         assert restart_count(job_id) == 1, f"{cell_id} (job {job_id}) was not requeued once"

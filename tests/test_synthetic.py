@@ -17,7 +17,7 @@ from videodata.ucf101 import load_split, read_class_index
 
 def tiny(root: Path, **overrides) -> SyntheticConfig:
     params = dict(root=str(root), num_classes=3, clips_per_group=1, unlabeled_videos=6, frames=8,
-                  width=32, height=24, workers=1, progress=False)
+                  frame_width=32, frame_height=24, workers=1, progress=False)
     params.update(overrides)
     return SyntheticConfig(**params)
 
@@ -66,7 +66,7 @@ def test_round_trip_matches_drawn_frames(tiny_set):
     for spec in labeled_specs(cfg)[::20] + unlabeled_specs(cfg)[:2]:
         drawn = render(spec, cfg).astype(np.float64)
         got = decoded(layout.root / spec.relpath).astype(np.float64)
-        assert got.shape == drawn.shape == (cfg.frames, cfg.height, cfg.width, 3)
+        assert got.shape == drawn.shape == (cfg.frames, cfg.frame_height, cfg.frame_width, 3)
         mse = np.mean((got - drawn) ** 2)
         psnr = 10 * np.log10(255**2 / mse)
         assert psnr > 27, f"{spec.relpath}: PSNR {psnr:.1f} dB"  # mpeg4 + 4:2:0 chroma loss only
@@ -137,7 +137,7 @@ def test_single_frame_is_uninformative_but_motion_is(num_classes):
     from sklearn.preprocessing import StandardScaler
 
     cfg = SyntheticConfig(root="unused", num_classes=num_classes, unlabeled_videos=300, frames=10,
-                          width=42, height=32)
+                          frame_width=42, frame_height=32)
     specs = unlabeled_specs(cfg)  # balanced over classes
     videos = np.stack([render(s, cfg) for s in specs])
     labels = np.array([s.motion for s in specs])

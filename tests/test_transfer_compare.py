@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from transfer.compare import CompareError, compare_sweeps, main
+from transfer.compare import main
+from transfer.report.compare import CompareError, compare_sweeps
 from transfer.report import write_report
-from transfer.runner import SweepSpec, plan_sweep, run_sweep
-from transfer.testing import TINY_RECIPE, tiny_sweep_spec, write_tiny_export
+from transfer.sweeps import SweepSpec, plan_sweep, run_sweep
+from _tiny import TINY_RECIPE, tiny_sweep_spec, write_tiny_export
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-IMPROVED = {**TINY_RECIPE, "probe": {**TINY_RECIPE["probe"], "c_grid": [1.0, 10.0]}}
+IMPROVED = TINY_RECIPE + ("probe.c_grid=[1.0,10.0]",)
 
 
 def spec_for(root: Path, checkpoint: Path, out: str, **kw) -> SweepSpec:

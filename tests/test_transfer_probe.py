@@ -6,12 +6,13 @@ import pytest
 
 from transfer.evaluate import evaluate_clip_scores
 from transfer.features import FeatureKey, FeatureSpec, cached_features
-from transfer.probe import ProbeRecipe, choose_c, knn_probe, linear_probe
+from transfer.knn import knn_probe
+from transfer.probe import ProbeRecipe, choose_c, linear_probe
 
 
 def key(**kw):
     base = dict(checkpoint_sha256="c" * 64, init="pretrained", init_seed=-1, list_name="split1_train",
-                relpaths_sha256="r" * 64, frames=16, size=32, data_fingerprint="d", spec=FeatureSpec())
+                relpaths_sha256="r" * 64, frames=16, size=32, data_fingerprint="d", spec=vars(FeatureSpec()))
     base.update(kw)
     return FeatureKey(**base)
 
@@ -30,8 +31,9 @@ def test_features_are_computed_once_and_keyed(tmp_path):
     assert again.relpaths == ["a.avi", "b.avi"] and list(again.labels) == [0, 1]
     # anything that changes the numbers is a different file
     _, fresh3 = cached_features(tmp_path, key(init="random", init_seed=0), compute)
-    _, fresh4 = cached_features(tmp_path, key(spec=FeatureSpec(pooling="avg")), compute)
-    assert fresh3 and fresh4 and len(calls) == 3
+    _, fresh4 = cached_features(tmp_path, key(spec=vars(FeatureSpec(pooling="avg"))), compute)
+    _, fresh5 = cached_features(tmp_path, key(precision="bf16"), compute)
+    assert fresh3 and fresh4 and fresh5 and len(calls) == 4
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -81,3 +83,23 @@ def test_knn_probe():
     train, ytr = blobs(4)
     out = knn_probe(train, ytr, train, 4, ProbeRecipe(knn_k=3, train_clips=2))
     assert evaluate_clip_scores(out.test_proba, ytr, scores_are_probabilities=True)["video_acc"] == 1.0
+
+
+def test_knn_on_the_device_equals_scikit_learn():
+    """Distance-weighted cosine k-NN on standardised features, as KNeighborsClassifier computes it
+    (including an exact match, which alone decides its query)."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from transfer.probe import flatten_clips
+
+    rng = np.random.default_rng(0)
+    train, labels, test = rng.normal(size=(30, 3, 16)), rng.integers(0, 4, 30), rng.normal(size=(10, 3, 16))
+    test[0, 0] = train[2, 1]
+    out = knn_probe(train, labels, test, 5, ProbeRecipe(knn_k=5))
+    x, y, _ = flatten_clips(train, labels)
+    scaler = StandardScaler().fit(x)
+    model = KNeighborsClassifier(n_neighbors=5, metric="cosine", weights="distance").fit(scaler.transform(x), y)
+    want = np.zeros((30, 5))
+    want[:, model.classes_] = model.predict_proba(scaler.transform(test.reshape(30, 16)))
+    np.testing.assert_allclose(out.test_proba.reshape(30, 5), want, atol=1e-9)

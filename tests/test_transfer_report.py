@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from transfer.ledger import Ledger
-from transfer.report import aggregate, paired_differences, summarize, write_report
+from transfer.report import write_report
+from transfer.report.stats import aggregate, paired_differences, summarize
 
 
 def entry(protocol, init, split, seed, rule, per_class, acc):

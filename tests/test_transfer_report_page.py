@@ -19,9 +19,9 @@ import pytest
 import torch
 from scipy import stats
 
-from transfer import cells as cells_mod
-from transfer.runner import SweepSpec, run_sweep
-from transfer.testing import tiny_sweep_spec, write_tiny_export
+from transfer.sweeps import cells as cells_mod
+from transfer.sweeps import SweepSpec, run_sweep
+from _tiny import tiny_sweep_spec, write_tiny_export
 
 # Three splits with unequal seeds per split: split 2 loses its random-init seed 1 (both fractions),
 # split 3 its pretrained seed 0 at f1. Pairs must be (split, seed), never seeds across splits.
@@ -34,17 +34,18 @@ FAIL_MESSAGE = "probe exploded | on purpose"
 
 def tiny_pretrain(root: Path) -> Path:
     """Four real GAN steps on random clips: a run folder exactly as pretrain.trainer writes it."""
-    from pretrain.data import TensorClips
     from pretrain.schema import PretrainConfig
-    from pretrain.trainer import VGANTrainer
+    from pretrain.trainer import Trainer
+    from videodata.clips import ArrayClips
 
     cfg = PretrainConfig(experiment_name="tiny", output_root=str(root / "pretrain"))
     cfg.model.width, cfg.model.frames, cfg.model.size = 4, 16, 16
     t = cfg.trainer
     t.steps, t.batch_size, t.log_every, t.ckpt_every, t.num_samples = 4, 4, 1, 2, 2
     t.deterministic, t.progress = True, False
-    clips = TensorClips(torch.rand(12, 3, 16, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
-    return VGANTrainer(cfg, clips, run_dir=root / "pretrain" / "tiny").fit().export_path
+    clips = ArrayClips(torch.randint(0, 256, (12, 16, 16, 16, 3), generator=torch.Generator().manual_seed(0),
+                                     dtype=torch.uint8))
+    return Trainer(cfg, clips, run_dir=root / "pretrain" / "tiny").fit().export_path
 
 
 def spec_for(root: Path, checkpoint: Path, out: str, **kw) -> SweepSpec:
@@ -285,7 +286,7 @@ def test_page_follows_the_ledger_when_it_changes(swept, tmp_path):
     """Drop a done cell (it becomes pending) and re-render: counts, n and CIs follow."""
     import shutil
 
-    from transfer.report_page import write_all
+    from transfer.report import write_all
 
     out = tmp_path / "copy"
     shutil.copytree(swept["out"], out, ignore=shutil.ignore_patterns("cells", "features", "jobs"))
@@ -312,10 +313,10 @@ def test_bare_checkpoint_without_run_folder(swept):
     found = check_page(out)
     assert "No pretraining run folder alongside the checkpoint" in found["md"]
     assert "No pretraining run folder alongside the checkpoint" in found["html"]
-    assert "tiny: true" in found["md"]  # the config stored in the export instead of config.yaml
+    assert "random_init: true" in found["md"]  # the config stored in the export instead of config.yaml
     assert not any("pretrain_" in link for link in found["links"])
     # the checkpoint deleted after the sweep: still a page, saying so
-    from transfer.report_page import write_report_page
+    from transfer.report.page import write_report_page
 
     bare.unlink()
     write_report_page(out)
@@ -324,7 +325,9 @@ def test_bare_checkpoint_without_run_folder(swept):
 
 
 def test_not_a_sweep_folder_is_a_clear_error(tmp_path):
-    from transfer.report_page import write_report_page
+    from transfer.report.page import write_report_page
 
-    with pytest.raises(FileNotFoundError, match="sweep.json"):
+    from transfer.report.stats import ReportError
+
+    with pytest.raises(ReportError, match="sweep.json"):
         write_report_page(tmp_path)

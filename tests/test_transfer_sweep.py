@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from runkit import preemption
-from transfer import cells as cells_mod
-from transfer import features as features_mod
+from runkit.cli import run
 from transfer.ledger import Ledger, stable_view
-from transfer.runner import SweepSpec, plan_sweep, run_sweep, sweep_status
+from transfer.sweeps import cells as cells_mod
+from transfer.sweeps import SweepSpec, plan_sweep, run_sweep, sweep_status
 from transfer.sweep import main as sweep_main
-from transfer.testing import tiny_sweep_spec, write_tiny_export
+from _tiny import tiny_sweep_spec, write_tiny_export
 
 
 
@@ -37,19 +37,20 @@ def tables(out: Path) -> dict:
 
 def test_interrupted_sweep_equals_uninterrupted_and_extracts_once(tiny, monkeypatch):
     extractions = []
-    real_extract = features_mod.extract_features
+    real_extract = cells_mod.extract_features
 
     def counting_extract(*args, **kwargs):
         extractions.append(1)
         return real_extract(*args, **kwargs)
 
-    monkeypatch.setattr(features_mod, "extract_features", counting_extract)
+    monkeypatch.setattr(cells_mod, "extract_features", counting_extract)
     straight = run_sweep(spec_for(tiny, "straight"))
     assert straight["status"]["done"] == 8 and straight["status"]["failed"] == 0
     # 2 inits x (train list + test list), shared by both fractions
     assert len(extractions) == 4
 
-    # second sweep: preempt the first fine-tune cell mid-training and stop after 3 jobs
+    # second sweep: preempt the first fine-tune cell mid-training and stop after 2 jobs (the
+    # probe job of the split, then that fine-tune cell)
     calls = {"n": 0}
 
     def requested():
@@ -59,7 +60,7 @@ def test_interrupted_sweep_equals_uninterrupted_and_extracts_once(tiny, monkeypa
         return preemption._state["requested"] is not None
 
     monkeypatch.setattr(preemption, "requested", requested)
-    partial = run_sweep(spec_for(tiny, "cut"), stop_after_jobs=3)
+    partial = run_sweep(spec_for(tiny, "cut"), stop_after_jobs=2)
     monkeypatch.setattr(preemption, "requested", lambda: preemption._state["requested"] is not None)
     assert partial["status"]["running"] + partial["status"]["interrupted"] == 1
     assert partial["status"]["pending"] == 3 and partial["status"]["done"] == 4
@@ -113,15 +114,16 @@ def test_cli_dry_run_status_and_missing_checkpoint(tiny, capsys, tmp_path):
     common = ["--fractions", "0.1,1", "--seeds", "0", "--root", str(tiny["root"] / "data"),
               "--out", str(tiny["root"] / "straight"), "--executor", "debug"]
     # the tiny set and recipe are not the defaults: only run what needs no training
-    assert sweep_main(common + ["--checkpoint", str(tmp_path / "nope.pt"), "--dry-run"]) == 2
+    args = common + ["--checkpoint", str(tmp_path / "nope.pt"), "--dry-run"]
+    assert run(lambda: sweep_main(args), args) == 2
     assert "does not exist" in capsys.readouterr().err
     # no checkpoint given and no LATEST: say to run pretraining first
-    import transfer.runner as runner
+    from transfer.sweeps.plan import resolve_checkpoint
+    from transfer.sweeps.spec import SweepError
 
-    monkey_root = tmp_path / "pretrain"
-    spec = SweepSpec(pretrain_root=str(monkey_root))
-    with pytest.raises(runner.SweepError, match=r"python pretrain/run.py"):
-        runner.resolve_checkpoint(spec)
+    spec = SweepSpec(pretrain_root=str(tmp_path / "pretrain"))
+    with pytest.raises(SweepError, match=r"python pretrain/run.py"):
+        resolve_checkpoint(spec)
 
 
 @pytest.mark.slurm
@@ -148,8 +150,8 @@ def test_sweep_as_a_slurm_job_array(tiny):
 
 def test_knn_and_linear_share_one_extraction(tiny, monkeypatch):
     extractions = []
-    real_extract = features_mod.extract_features
-    monkeypatch.setattr(features_mod, "extract_features",
+    real_extract = cells_mod.extract_features
+    monkeypatch.setattr(cells_mod, "extract_features",
                         lambda *a, **k: extractions.append(1) or real_extract(*a, **k))
     summary = run_sweep(spec_for(tiny, "knn", fractions=(0.1, 1.0), seeds=(0, 1), protocols=("linear", "knn"),
                                  inits=("pretrained",)))

@@ -1,12 +1,12 @@
-"""Frozen features of the discriminator, extracted once and cached for every fraction and seed.
+"""Frozen features of a backbone, extracted once on the device and cached for every fraction and seed.
 
 A feature file holds, for every video of one list (a split's train or test list), the pooled
-features of N uniformly spaced clips: float32 (videos, clips, dims), with the labels and
-relpaths. Its name is a hash of everything that changes the numbers (checkpoint file hash, init
-and init seed, the video list, clip frames/size/count, layer, pooling), so a linear-probe sweep
-extracts each (checkpoint, init, split, clip protocol) once and every cell of it only reads.
-Concurrent cells wanting the same file serialise on a lock file: one extracts, the others wait
-and read. Files are written atomically.
+features of N clips spread evenly over the video: float32 (videos, clips, dims), with the labels
+and relpaths. Its name is a hash of everything that changes the numbers (checkpoint file hash,
+init and init seed, the video list, clip frames/size/count, layer, pooling, precision), so a
+probe sweep extracts each (checkpoint, init, split, clip protocol) once and every cell of it
+only reads. Concurrent cells wanting the same file serialise on a lock file: one extracts, the
+others wait and read. Files are written atomically.
 """
 from __future__ import annotations
 
@@ -16,46 +16,36 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from runkit.atomic import atomic_write_with
-from transfer.finetune import ClipSource, to_model_input
+from runkit.device import DevicePolicy
+from runkit.logging import progress
+from videodata.clips import ClipDataset, collate_clips, loader_context
+from videodata.decode import to_model_input
 
-LAYERS = ("penultimate", "block3")
 POOLINGS = ("avg", "max", "avgmax", "flatten")
 FORMAT = "vganbench.features/1"
 
 
-@dataclass(frozen=True)
+@dataclass
 class FeatureSpec:
-    layer: str = "penultimate"
+    layer: str = "penultimate"      # a backbone feature layer: block1..block4 / penultimate
     pooling: str = "avgmax"
     num_clips: int = 10
-    batch_size: int = 64
+    batch_size: int = 64            # clips per extraction batch
 
     def __post_init__(self):
-        if self.layer not in LAYERS:
-            raise ValueError(f"feature layer must be one of {LAYERS}, got {self.layer!r}")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"feature pooling must be one of {POOLINGS}, got {self.pooling!r}")
-
-
-def _layer_output(backbone: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    if layer == "penultimate":
-        return backbone.forward_features(x)
-    # "block3": the map after the third conv block's activation (4w channels at T/8, S/8, S/8)
-    activations = 0
-    for module in backbone.features:
-        x = module(x)
-        if isinstance(module, nn.LeakyReLU):
-            activations += 1
-            if activations == 3:
-                return x
-    raise ValueError("backbone has fewer than 3 activation layers; cannot take 'block3'")
+            raise ValueError(f"features.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.num_clips < 1 or self.batch_size < 1:
+            raise ValueError(f"features.num_clips and features.batch_size must be >= 1, got "
+                             f"{self.num_clips}, {self.batch_size}")
 
 
 def pool(feature_map: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -70,27 +60,27 @@ def pool(feature_map: torch.Tensor, pooling: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, source: ClipSource, indices: Sequence[int], *,
-                     frames: int, spec: FeatureSpec) -> np.ndarray:
-    """float32 (videos, clips, dims) for `spec.num_clips` uniformly spaced clips per video."""
+def extract_batch(backbone: nn.Module, clips: torch.Tensor, spec: FeatureSpec, policy: DevicePolicy) -> torch.Tensor:
+    """Pooled features of a uint8 batch of videos (B, N, T, H, W, 3): float32 (B, N, D) on the device."""
+    b, n = clips.shape[:2]
+    x = to_model_input(policy.to(clips.flatten(0, 1)), channels_last=policy.channels_last)
+    with policy.autocast():
+        maps = backbone.forward_features(x, spec.layer)
+    return pool(maps.float(), spec.pooling).reshape(b, n, -1)
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, dataset: ClipDataset, spec: FeatureSpec, policy: DevicePolicy, *,
+                     loader_workers: int = 0, show_progress: bool = False) -> np.ndarray:
+    """float32 (videos, clips, dims) for every video of `dataset` (sampling="uniform"), batched on the device."""
     backbone.eval()
-    chunks, pending, queued = [], [], 0
-
-    def flush():
-        batch = to_model_input(np.concatenate(pending))
-        pending.clear()
-        chunks.append(pool(_layer_output(backbone, batch, spec.layer), spec.pooling).float().numpy())
-
-    for index in indices:
-        pending.append(source.uniform_clips(int(index), spec.num_clips, frames))
-        queued += spec.num_clips
-        if queued >= spec.batch_size:
-            flush()
-            queued = 0
-    if pending:
-        flush()
-    features = np.concatenate(chunks)
-    return features.reshape(len(indices), spec.num_clips, -1)
+    loader = DataLoader(dataset, batch_size=max(1, spec.batch_size // dataset.num_clips), shuffle=False,
+                        num_workers=loader_workers, collate_fn=collate_clips, pin_memory=policy.pin_memory,
+                        multiprocessing_context=loader_context(loader_workers),
+                        generator=torch.Generator().manual_seed(0))
+    out = [extract_batch(backbone, clips, spec, policy)
+           for clips, _ in progress(loader, desc="features", unit="batch", disable=not show_progress)]
+    return torch.cat(out).cpu().numpy()  # one copy back: features then move to the probes once
 
 
 @dataclass(frozen=True)
@@ -98,19 +88,20 @@ class FeatureKey:
     checkpoint_sha256: str
     init: str
     init_seed: int
-    list_name: str          # e.g. "split1-train"
+    list_name: str          # e.g. "split1_train"
     relpaths_sha256: str
     frames: int
     size: int
     data_fingerprint: str
-    spec: FeatureSpec
+    spec: dict              # FeatureSpec as a dict
+    precision: str = "fp32"
 
     def digest(self) -> str:
         blob = json.dumps({**asdict(self), "format": FORMAT}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def filename(self) -> str:
-        return f"{self.list_name}_{self.init}_{self.spec.layer}-{self.spec.pooling}_{self.digest()}.npz"
+        return f"{self.list_name}_{self.init}_{self.spec['layer']}-{self.spec['pooling']}_{self.digest()}.npz"
 
 
 def relpaths_sha256(relpaths: Sequence[str]) -> str:
@@ -143,7 +134,8 @@ def load_feature_file(path: Path) -> FeatureSet:
         return FeatureSet(data["features"], data["labels"], [str(r) for r in data["relpaths"]], path)
 
 
-def cached_features(folder: str | Path, key: FeatureKey, compute) -> tuple[FeatureSet, bool]:
+def cached_features(folder: str | Path, key: FeatureKey,
+                    compute: Callable[[], tuple[np.ndarray, Sequence[int], Sequence[str]]]) -> tuple[FeatureSet, bool]:
     """Read `key`'s feature file, or (under a lock, once) compute and write it.
 
     `compute()` returns (features, labels, relpaths). Returns (FeatureSet, extracted_now)."""

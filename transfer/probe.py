@@ -1,7 +1,7 @@
-"""Linear probe (the paper's "logistic regression") and k-NN on cached frozen features.
+"""Linear probe (the paper's "logistic regression") on cached frozen features (k-NN: transfer.knn).
 
-Every clip of a labeled video (or `train_clips` evenly spaced ones) is one training sample. Features are standardised (statistics of
-the labeled subset only), then scikit-learn's `LogisticRegression` (multinomial by default in
+Every clip of a labeled video (or `train_clips` evenly spaced ones) is one training sample.
+Features are standardised (statistics of the labeled subset only), then scikit-learn's `LogisticRegression` (multinomial by default in
 current scikit-learn; no deprecated `multi_class=`/`penalty=` arguments) is fit with C chosen by
 cross-validation on the labeled subset only: folds group the clips of one video together and
 are stratified by class. With fewer than two videos in some class there is no honest fold, so
@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 
-@dataclass(frozen=True)
+@dataclass
 class ProbeRecipe:
     c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
     folds: int = 3
@@ -30,18 +29,17 @@ class ProbeRecipe:
     max_iter: int = 500
     tol: float = 1e-3
     train_clips: int = 0    # clips per labeled video used for fitting (0 = all; evenly spaced)
-    knn_k: int = 10
+    knn_k: int = 10         # neighbours of the k-NN probe (transfer.knn)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "ProbeRecipe":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown probe recipe keys {sorted(unknown)}; known: {sorted(known)}")
-        data = dict(data)
-        if "c_grid" in data:
-            data["c_grid"] = tuple(float(c) for c in data["c_grid"])
-        return cls(**data)
+    def __post_init__(self):
+        self.c_grid = tuple(float(c) for c in self.c_grid)
+        if not self.c_grid or min(self.c_grid) <= 0:
+            raise ValueError(f"probe.c_grid must be a non-empty list of positive numbers, got {list(self.c_grid)}")
+        for name in ("folds", "max_iter", "knn_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"probe.{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_clips < 0 or self.fallback_c <= 0 or self.tol <= 0:
+            raise ValueError("probe.train_clips must be >= 0 and probe.fallback_c, probe.tol > 0")
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -49,14 +47,14 @@ class ProbeRecipe:
         return out
 
 
-def _flatten(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flatten_clips(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(videos, clips, dims) -> clip rows, clip labels, video id per row."""
     videos, clips, dims = features.shape
     return (features.reshape(videos * clips, dims), np.repeat(labels, clips),
             np.repeat(np.arange(videos), clips))
 
 
-def _full_proba(model, x: np.ndarray, num_classes: int) -> np.ndarray:
+def full_proba(model, x: np.ndarray, num_classes: int) -> np.ndarray:
     proba = np.zeros((x.shape[0], num_classes))
     proba[:, model.classes_] = model.predict_proba(x)
     return proba
@@ -66,7 +64,7 @@ def _logistic(c: float, recipe: ProbeRecipe, seed: int) -> LogisticRegression:
     return LogisticRegression(C=c, max_iter=recipe.max_iter, tol=recipe.tol, random_state=seed)
 
 
-def _subsample_clips(features: np.ndarray, count: int) -> np.ndarray:
+def subsample_clips(features: np.ndarray, count: int) -> np.ndarray:
     """Keep `count` evenly spaced clips of each video (fitting cost grows with the rows)."""
     clips = features.shape[1]
     if count <= 0 or count >= clips:
@@ -104,26 +102,14 @@ class ProbeOutput:
 
 def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
                  num_classes: int, recipe: ProbeRecipe, seed: int) -> ProbeOutput:
-    x, y, groups = _flatten(_subsample_clips(train_features, recipe.train_clips), np.asarray(train_labels))
+    x, y, groups = flatten_clips(subsample_clips(train_features, recipe.train_clips), np.asarray(train_labels))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         chosen = choose_c(x, y, groups, recipe, seed)
         scaler = StandardScaler().fit(x)
         model = _logistic(chosen["C"], recipe, seed).fit(scaler.transform(x), y)
     videos, clips, dims = test_features.shape
-    proba = _full_proba(model, scaler.transform(test_features.reshape(videos * clips, dims)), num_classes)
+    proba = full_proba(model, scaler.transform(test_features.reshape(videos * clips, dims)), num_classes)
     train_acc = float((model.predict(scaler.transform(x)) == y).mean())
     return ProbeOutput(proba.reshape(videos, clips, num_classes),
                        {**chosen, "train_clip_acc": train_acc, "feature_dims": int(dims)})
-
-
-def knn_probe(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
-              num_classes: int, recipe: ProbeRecipe) -> ProbeOutput:
-    """Cosine k-NN on standardised clip features, distance-weighted votes."""
-    x, y, _ = _flatten(_subsample_clips(train_features, recipe.train_clips), np.asarray(train_labels))
-    scaler = StandardScaler().fit(x)
-    k = max(1, min(recipe.knn_k, x.shape[0]))
-    model = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance").fit(scaler.transform(x), y)
-    videos, clips, dims = test_features.shape
-    proba = _full_proba(model, scaler.transform(test_features.reshape(videos * clips, dims)), num_classes)
-    return ProbeOutput(proba.reshape(videos, clips, num_classes), {"k": k, "feature_dims": int(dims)})

@@ -8,7 +8,7 @@ Decoding while training cannot feed a GAN (see FACTS.md: reading a clip from a u
         shard_00000.npy   uint8 (sum of frames, H, W, 3), opened with np.load(mmap_mode="r")
         shard_00000.json  per video: offset, frame count, fps, or the decode error
         ...
-        report.json       videos that could not be decoded (path + error), skipped
+        report.json       videos that could not be decoded or stabilised (path + error), skipped
         index.json        written last: its presence marks a finished cache
 
 The folder name (`fingerprint`) hashes the parameters and the (path, size, mtime) of every
@@ -30,17 +30,19 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from runkit.atomic import atomic_write_json, atomic_write_with
 from runkit.logging import progress
-from videodata.decode import decode_video, probe_video, to_model_input, uniform_starts
+from videodata.decode import decode_video, probe_video, uniform_starts
 from videodata.errors import VideoDataError
 from videodata.ucf101 import VideoRecord
+
+if TYPE_CHECKING:  # videodata.stabilise imports OpenCV: only a stabilised build loads it
+    from videodata.stabilise import StabiliseConfig
 
 FORMAT = "vganbench.clipcache/1"
 INDEX_NAME = "index.json"
@@ -66,11 +68,16 @@ def _source_stamp(path: str) -> tuple[int, int]:
 
 
 def cache_fingerprint(records: Sequence[VideoRecord], *, size, max_frames: int | None, stride: int,
-                      resize: str, videos_per_shard: int) -> str:
-    """Hash of the build parameters and of every source (path, size, mtime) and its labels."""
+                      resize: str, videos_per_shard: int, stabilise: dict | None = None) -> str:
+    """Hash of the build parameters and of every source (path, size, mtime) and its labels.
+
+    `stabilise`: `StabiliseConfig.as_dict()` of a stabilised build; None (no stabilisation)
+    leaves the hash exactly as before stabilisation existed, so those caches are reused."""
     digest = hashlib.sha256()
     params = {"format": FORMAT, "size": list(_normalise_size(size)), "max_frames": max_frames,
               "stride": stride, "resize": resize, "videos_per_shard": videos_per_shard}
+    if stabilise is not None:
+        params["stabilise"] = stabilise
     digest.update(json.dumps(params, sort_keys=True).encode())
     for rec in records:
         digest.update(json.dumps([os.path.abspath(rec.path), *_source_stamp(rec.path), rec.relpath,
@@ -98,13 +105,29 @@ def _shard_complete(folder: Path, shard: int) -> dict | None:
 
 
 def _build_shard(folder: str, shard: int, paths: list[str], size: tuple[int, int],
-                 max_frames: int | None, stride: int, resize: str) -> dict:
-    """Decode one shard's videos (a worker process) and write its .npy, then its .json."""
+                 max_frames: int | None, stride: int, resize: str,
+                 stabilise: "StabiliseConfig | None" = None) -> dict:
+    """Decode one shard's videos (a worker process) and write its .npy, then its .json.
+
+    With `stabilise`, each video goes through `decode_stabilised`; one that cannot be stabilised
+    is recorded like an undecodable one (its error names the reason), and one whose warp leaves
+    the frame early keeps its stabilised frames, with the reason under "ended"."""
     torch.set_num_threads(1)  # decode_video is numpy/FFmpeg; keep torch from grabbing cores
+    if stabilise is not None:
+        import cv2
+
+        from videodata.stabilise import decode_stabilised
+        cv2.setNumThreads(1)  # one worker per core, like the decoder
     arrays, videos, offset = [], [], 0
     for path in paths:
+        ended = None
         try:
-            frames = decode_video(path, size, max_frames=max_frames, stride=stride, resize=resize)
+            if stabilise is None:
+                frames = decode_video(path, size, max_frames=max_frames, stride=stride, resize=resize)
+            else:
+                frames, report = decode_stabilised(path, size, max_frames=max_frames, stride=stride,
+                                                   resize=resize, cfg=stabilise, return_report=True)
+                ended = report.ended
             fps = probe_video(path).fps
         except Exception as exc:  # any failure is one video's problem, never the build's
             videos.append({"offset": offset, "frames": 0, "fps": 0.0,
@@ -112,7 +135,7 @@ def _build_shard(folder: str, shard: int, paths: list[str], size: tuple[int, int
             continue
         arrays.append(frames)
         videos.append({"offset": offset, "frames": int(frames.shape[0]), "fps": float(fps),
-                       "error": None})
+                       "error": None, **({"ended": ended} if ended else {})})
         offset += frames.shape[0]
     data = np.concatenate(arrays) if arrays else np.zeros((0, *size, 3), np.uint8)
     npy, meta_path = _shard_paths(Path(folder), shard)
@@ -142,9 +165,13 @@ class ClipCache:
     def build(cls, records: Sequence[VideoRecord], cache_root: str | os.PathLike, *, size,
               max_frames: int | None, stride: int = 1, resize: str = "crop", workers: int = 2,
               videos_per_shard: int = DEFAULT_VIDEOS_PER_SHARD, show_progress: bool = True,
-              on_shard_done: Callable[[int], None] | None = None) -> "ClipCache":
+              on_shard_done: Callable[[int], None] | None = None,
+              stabilise: "StabiliseConfig | None" = None) -> "ClipCache":
         """Decode `records` once into `<cache_root>/<fingerprint>/` (or reuse a finished one).
 
+        `stabilise`: undo camera motion first (`videodata.stabilise.decode_stabilised`, the
+        original VGAN's "frames-stable-nofail"); its config is part of the fingerprint and of
+        `params`, and videos that cannot be stabilised are left out like undecodable ones.
         `on_shard_done(i)` is called in this process after shard i is on disk (tests use it to
         simulate a kill mid-build).
         """
@@ -156,8 +183,10 @@ class ClipCache:
             raise ValueError(f"need stride >= 1, max_frames >= 1 or None, videos_per_shard >= 1; got "
                              f"{stride}, {max_frames}, {videos_per_shard}")
         hw = _normalise_size(size)
+        stabilise_params = None if stabilise is None else stabilise.as_dict()
         fingerprint = cache_fingerprint(records, size=hw, max_frames=max_frames, stride=stride,
-                                        resize=resize, videos_per_shard=videos_per_shard)
+                                        resize=resize, videos_per_shard=videos_per_shard,
+                                        stabilise=stabilise_params)
         folder = Path(cache_root) / fingerprint
         if (folder / INDEX_NAME).is_file():
             return cls.open(folder)
@@ -180,7 +209,8 @@ class ClipCache:
             if on_shard_done is not None:
                 on_shard_done(shard)
 
-        args = lambda s: (str(folder), s, [r.path for r in chunks[s]], hw, max_frames, stride, resize)
+        args = lambda s: (str(folder), s, [r.path for r in chunks[s]], hw, max_frames, stride, resize,
+                          stabilise)
         try:
             if workers <= 1 or len(todo) <= 1:
                 for shard in todo:
@@ -210,10 +240,12 @@ class ClipCache:
         if not entries:
             raise VideoDataError(f"no video in {len(records)} could be decoded; see "
                                  f"{folder / REPORT_NAME} (first: {failed[0]['path']}: {failed[0]['error']})")
+        params = {"size": list(hw), "max_frames": max_frames, "stride": stride,
+                  "resize": resize, "videos_per_shard": videos_per_shard}
+        if stabilise_params is not None:
+            params["stabilise"] = stabilise_params
         index = {"format": FORMAT, "fingerprint": fingerprint, "num_shards": num_shards,
-                 "params": {"size": list(hw), "max_frames": max_frames, "stride": stride,
-                            "resize": resize, "videos_per_shard": videos_per_shard},
-                 "videos": entries}
+                 "params": params, "videos": entries}
         atomic_write_json(folder / INDEX_NAME, index, indent=None)
         return cls.open(folder)
 
@@ -309,35 +341,3 @@ class ClipCache:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
         starts = uniform_starts(self.num_frames(i), num_clips, num_frames)
         return np.stack([self.clip(i, num_frames, start=s) for s in starts])
-
-
-class CachedClipDataset(Dataset):
-    """Clips from a ClipCache as `(float tensor (C, T, H, W) in [-1, 1], label)`.
-
-    sampling="first": the first T frames (the paper); "random": a random start per call, drawn
-    from torch's RNG (so `seed_everything` and DataLoader worker seeding make it reproducible).
-    num_clips > 1 gives N evenly spaced clips, `(N, C, T, H, W)`, for video-level evaluation.
-    """
-
-    def __init__(self, cache: ClipCache, num_frames: int, sampling: str = "first", num_clips: int = 1):
-        if sampling not in ("first", "random"):
-            raise ValueError(f"sampling must be 'first' or 'random', got {sampling!r}")
-        if num_clips < 1:
-            raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-        if num_clips > 1 and sampling == "random":
-            raise ValueError("num_clips > 1 takes evenly spaced clips; use sampling='first'")
-        self.cache, self.num_frames, self.sampling, self.num_clips = cache, num_frames, sampling, num_clips
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        label = self.cache.records[index].label
-        if self.num_clips > 1:
-            return to_model_input(self.cache.uniform_clips(index, self.num_clips, self.num_frames)), label
-        if self.sampling == "random":
-            last = max(0, self.cache.num_frames(index) - self.num_frames)
-            start = int(torch.randint(0, last + 1, ()).item())
-        else:
-            start = 0
-        return to_model_input(self.cache.clip(index, self.num_frames, start=start)), label

@@ -469,17 +469,77 @@ def decode_video(path: str | os.PathLike, size: Size, *, max_frames: int | None 
     return np.stack(out)
 
 
-def to_model_input(clip) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float32 (C, T, H, W) in [-1, 1]; batched (B, T, H, W, 3) -> (B, C, T, H, W)."""
+class _NativeRGB:
+    """rgb24 (or rgba) at the frame's own size through an FFmpeg filter graph (the same
+    conversion as `_Resizer`'s last step). Measured on the real UCF101 clips (320x240, 1 thread):
+    decode + this 0.21 ms/frame; PyAV's `frame.to_ndarray(format="rgb24")` 1.09 ms/frame for
+    identical pixels."""
+
+    def __init__(self, pix_fmt: str = "rgb24"):
+        if pix_fmt not in ("rgb24", "rgba"):
+            raise ValueError(f"pix_fmt must be 'rgb24' or 'rgba', got {pix_fmt!r}")
+        self.pix_fmt = pix_fmt
+        self._key = None
+        self._graph = None
+
+    def __call__(self, frame) -> np.ndarray:
+        key = (frame.width, frame.height, frame.format.name)
+        if self._key != key:
+            graph = av.filter.Graph()
+            src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                   time_base=frame.time_base or Fraction(1, 1000))
+            fmt, sink = graph.add("format", self.pix_fmt), graph.add("buffersink")
+            src.link_to(fmt)
+            fmt.link_to(sink)
+            graph.configure()
+            self._graph, self._key = graph, key
+        self._graph.push(frame)
+        return self._graph.pull().to_ndarray()
+
+
+def iter_native_frames(path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1,
+                       pix_fmt: str = "rgb24", threads: int = DEFAULT_THREADS) -> Iterator[np.ndarray]:
+    """The frames `decode_video` keeps (every stride-th, at most `max_frames`), one at a time, as
+    uint8 (H, W, 3) RGB at the video's own size (for work that must happen before the resize,
+    e.g. stabilisation); pix_fmt="rgba" gives (H, W, 4) with an opaque alpha channel. Same errors
+    as `decode_video`; closing the generator early closes the file.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    convert = _NativeRGB(pix_fmt)
+    kept = 0
+    with _Reader(path, threads) as reader:
+        end = 0
+        for index, frame in reader.frames_from(0):
+            end = index + 1
+            if index % stride == 0:
+                yield convert(frame)
+                kept += 1
+                if max_frames is not None and kept == max_frames:
+                    return
+        reader.check_not_truncated(end)
+        if not kept:
+            raise VideoDecodeError(reader.path, "no decodable video frame")
+
+
+def to_model_input(clip, *, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (C, T, H, W) in [-1, 1]; batched (..., T, H, W, 3) ->
+    (..., C, T, H, W). The one conversion every stage uses, for numpy arrays and torch tensors on
+    any device (convert after moving the uint8 batch to the device: a quarter of the bytes).
+
+    channels_last: keep the permuted view, whose memory already is channels_last(_3d) order
+    (the layout the memory-format option of the device policy wants); else a contiguous NCTHW copy.
+    """
     x = torch.as_tensor(clip)
     if x.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 clip, got {x.dtype}")
-    if x.ndim == 4:
-        x = x.permute(3, 0, 1, 2)
-    elif x.ndim == 5:
-        x = x.permute(0, 4, 1, 2, 3)
-    else:
+    if x.ndim < 4:
         raise ValueError(f"expected (T, H, W, 3) or (B, T, H, W, 3), got shape {tuple(x.shape)}")
-    if x.shape[-4] != 3:
-        raise ValueError(f"expected 3 colour channels last, got shape {tuple(clip.shape)}")
-    return x.float().div_(127.5).sub_(1.0).contiguous()
+    if x.shape[-1] != 3:
+        raise ValueError(f"expected 3 colour channels last, got shape {tuple(x.shape)}")
+    lead = x.ndim - 4
+    x = x.permute(*range(lead), x.ndim - 1, lead, lead + 1, lead + 2)
+    x = x.float().div_(127.5).sub_(1.0) if channels_last else x.float().contiguous().div_(127.5).sub_(1.0)
+    return x

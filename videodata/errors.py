@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 
+from runkit.errors import UserError
 
-class VideoDataError(Exception):
-    """Base class for every error this package raises about its input data."""
+
+class VideoDataError(UserError):
+    """Base class for every error this package raises about its input data (a user error: the
+    command-line entry points print it as one line)."""
 
 
 class VideoDecodeError(VideoDataError):

@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from runkit.atomic import atomic_write_bytes
-from videodata.errors import MissingVideosError, SplitFileError
+from videodata.errors import SplitFileError
 from videodata.folder import is_video_name
-from videodata.ucf101 import VideoRecord, _read_lines
+from videodata.ucf101 import VideoRecord, locate, read_lines
 
 SPLITS = (1, 2, 3)
 UNUSED, TRAIN, TEST = 0, 1, 2
@@ -135,7 +133,7 @@ def _parse_split_file(path: Path) -> list[tuple[int, str, int]]:
     """(line number, file name, id) for every non-blank line of one split file."""
     entries: list[tuple[int, str, int]] = []
     first_line: dict[str, int] = {}
-    for lineno, line in enumerate(_read_lines(path), start=1):
+    for lineno, line in enumerate(read_lines(path), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -197,30 +195,10 @@ def read_split(lists_dir: str | os.PathLike, split: int, subset: str = "train") 
 
 def load_split(video_root: str | os.PathLike, lists_dir: str | os.PathLike, split: int,
                subset: str = "train", missing: str = "error") -> list[VideoRecord]:
-    """The videos of one side of one official fold, with full paths (order of `read_split`).
-
-    missing="error" raises MissingVideosError (count + first names) when listed files are absent
-    from `video_root`; missing="skip" drops them with a warning giving the count.
-    """
-    if missing not in ("error", "skip"):
-        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+    """The videos of one side of one official fold, with full paths (order of `read_split`);
+    `missing` as in `videodata.ucf101.locate` ("error" or "skip")."""
     listed = read_split(lists_dir, split, subset)
-    root = Path(video_root)
-    records: list[VideoRecord] = []
-    absent: list[str] = []
-    for rec in listed:
-        full = root.joinpath(*rec.relpath.split("/"))
-        if full.is_file():
-            records.append(replace(rec, path=str(full)))
-        else:
-            absent.append(rec.relpath)
-    if absent:
-        lists = Path(lists_dir) / split_file_name("*", split)
-        if missing == "error":
-            raise MissingVideosError(lists, root, absent, len(listed))
-        warnings.warn(f"skipping {len(absent)} of {len(listed)} {subset} videos listed in {lists}: "
-                      f"not found under {root} (first: {', '.join(absent[:3])})", stacklevel=2)
-    return records
+    return locate(listed, video_root, Path(lists_dir) / split_file_name("*", split), missing, what=subset)
 
 
 def write_split_files(lists_dir: str | os.PathLike,

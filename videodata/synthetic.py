@@ -36,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 from runkit.atomic import atomic_open, atomic_write_bytes, atomic_write_json
@@ -69,12 +70,15 @@ MOTIONS = (
     "RotateCounterclockwise",
 )
 SHAPES = ("rectangle", "ellipse", "triangle", "cross", "diamond")
+# Whole-frame camera motion (background and object together), for the stabilisation tests.
+CAMERAS = ("none", "pan", "zoom", "shake", "mixed")
 _SUPERSAMPLE = 2  # anti-aliased edges, so sub-pixel motion stays smooth
 
 
-@dataclass(frozen=True)
+@dataclass
 class SyntheticConfig:
-    """Knobs of the synthetic set; the defaults are the suite's demo set.
+    """Knobs of the synthetic set; the defaults are the suite's demo set. It is also the schema of
+    pretraining's `data.synthetic` config (pretrain/schema.py), so the two cannot drift apart.
 
     Sizes are fractions of the frame height so the set looks the same at any resolution.
     `speed_range` is the object speed in frame heights per frame (0.07-0.12 of 48 px is 3.4-5.8 px,
@@ -86,28 +90,44 @@ class SyntheticConfig:
     clips_per_group: int = 4
     unlabeled_videos: int = 2000
     frames: int = 32
-    width: int = 64
-    height: int = 48
+    frame_width: int = 64     # pixels of the encoded videos (not channels: cf. model.width)
+    frame_height: int = 48
     fps: int = 25
     speed_range: tuple[float, float] = (0.07, 0.12)
     size_range: tuple[float, float] = (0.36, 0.8)  # object diameter / frame height
     background_contrast: float = 0.15  # 0 = flat background, 1 = full-range gradients and blobs
     bit_rate: int = 600_000
+    # Camera motion over the whole scene, deterministic by each video's seed: "pan" (constant
+    # velocity, random direction, `camera_amplitude` frame heights from first to last frame),
+    # "zoom" (scale 1 -> 1 + amplitude or 1 / (1 + amplitude)), "shake" (independent jitter of
+    # up to `camera_amplitude` frame heights every frame), "mixed" (half a pan, half a zoom, a
+    # quarter of the shake and a rotation of up to amplitude / 2 radians). "none": a static camera.
+    camera: str = "none"
+    camera_amplitude: float = 0.3
+    # A static fine texture on the background (cells of 1/16 frame height, +-texture * 255 grey
+    # levels), so that camera motion can be tracked: the smooth default backgrounds have no
+    # corners, and a stabiliser tracks the (independently moving) object instead. 0: none.
+    background_texture: float = 0.0
     seed: int = 0
     workers: int = 2
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.speed_range = tuple(float(v) for v in self.speed_range)  # lists from YAML / OmegaConf
+        self.size_range = tuple(float(v) for v in self.size_range)
+        if len(self.speed_range) != 2 or len(self.size_range) != 2:
+            raise ValueError(f"speed_range and size_range are (low, high) pairs, got {self.speed_range}, "
+                             f"{self.size_range}")
         if not 2 <= self.num_classes <= len(MOTIONS):
             raise ValueError(f"num_classes must be in 2..{len(MOTIONS)}, got {self.num_classes}")
         if self.clips_per_group < 1 or self.unlabeled_videos < 0:
             raise ValueError("clips_per_group must be >= 1 and unlabeled_videos >= 0")
-        if self.frames < 2 or self.width < 16 or self.height < 16:
+        if self.frames < 2 or self.frame_width < 16 or self.frame_height < 16:
             raise ValueError(f"need frames >= 2 and a frame of at least 16x16, got "
-                             f"{self.frames} frames of {self.width}x{self.height}")
-        if self.width % 2 or self.height % 2:
-            raise ValueError(f"width and height must be even for yuv420p, got "
-                             f"{self.width}x{self.height}")
+                             f"{self.frames} frames of {self.frame_width}x{self.frame_height}")
+        if self.frame_width % 2 or self.frame_height % 2:
+            raise ValueError(f"frame_width and frame_height must be even for yuv420p, got "
+                             f"{self.frame_width}x{self.frame_height}")
         lo, hi = self.speed_range
         if not 0 < lo <= hi:
             raise ValueError(f"speed_range must satisfy 0 < lo <= hi, got {self.speed_range}")
@@ -116,6 +136,12 @@ class SyntheticConfig:
             raise ValueError(f"size_range must satisfy 0 < lo < hi < 1, got {self.size_range}")
         if not 0 <= self.background_contrast <= 1:
             raise ValueError(f"background_contrast must be in [0, 1], got {self.background_contrast}")
+        if self.camera not in CAMERAS:
+            raise ValueError(f"camera must be one of {CAMERAS}, got {self.camera!r}")
+        if not 0 < self.camera_amplitude <= 1:
+            raise ValueError(f"camera_amplitude must be in (0, 1] (frame heights), got {self.camera_amplitude}")
+        if not 0 <= self.background_texture <= 1:
+            raise ValueError(f"background_texture must be in [0, 1], got {self.background_texture}")
 
     @property
     def class_names(self) -> list[str]:
@@ -126,8 +152,15 @@ class SyntheticConfig:
         data = dataclasses.asdict(self)
         for key in ("root", "workers", "progress"):
             data.pop(key)
+        if self.camera == "none":  # a static camera hashes as before the camera existed
+            for key in ("camera", "camera_amplitude"):
+                data.pop(key)
+        if not self.background_texture:
+            data.pop("background_texture")
         data["speed_range"] = list(self.speed_range)
         data["size_range"] = list(self.size_range)
+        # the frame size's keys as they were first named, so existing sets keep their fingerprint
+        data["width"], data["height"] = data.pop("frame_width"), data.pop("frame_height")
         data["generator_version"] = GENERATOR_VERSION
         return data
 
@@ -188,28 +221,95 @@ def split_groups(split: int) -> range:
 
 # ----------------------------------------------------------------------------- rendering
 
-def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+def _background(rng: np.random.Generator, cfg: SyntheticConfig):
     """Smooth, dark, low-contrast background of any hue: a colour gradient plus soft blobs.
 
     Backgrounds stay darker than every object. A fixed brightness polarity (bright object on a
     darker scene) lets a small 3D CNN learn one set of moving-edge detectors instead of
     memorising each video's colours (measured: with free polarity it memorised, 16% test).
+
+    Returns (the frame's background, float32 (H, W, 3); `paint(ys, xs)`, the same analytic
+    scene at any coordinates in frame heights, for a moving camera).
     """
-    h, w = cfg.height, cfg.width
+    h, w = cfg.frame_height, cfg.frame_width
     amp = 255.0 * cfg.background_contrast
     base = rng.uniform(10, 100, size=3)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     ys, xs = (ys + 0.5) / h, (xs + 0.5) / h  # height units
     theta = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(theta) * xs + np.sin(theta) * ys)
-    ramp = (ramp - ramp.mean()) / max(float(np.ptp(ramp)), 1e-6)  # in [-0.5, 0.5]
-    img = base + ramp[..., None] * rng.uniform(-1, 1, size=3) * amp
-    for _ in range(rng.integers(2, 5)):
-        cy, cx = rng.uniform(0, 1), rng.uniform(0, w / h)
-        sigma = rng.uniform(0.15, 0.35)
-        blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
-        img = img + blob[..., None] * rng.uniform(-0.6, 0.6, size=3) * amp
-    return np.clip(img, 0, 130).astype(np.float32)
+    mean, spread = ramp.mean(), max(float(np.ptp(ramp)), 1e-6)  # normalised on the frame
+    tint = rng.uniform(-1, 1, size=3)
+    blobs = [(rng.uniform(0, 1), rng.uniform(0, w / h), rng.uniform(0.15, 0.35),
+              rng.uniform(-0.6, 0.6, size=3)) for _ in range(rng.integers(2, 5))]
+
+    def paint(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        ramp = (np.cos(theta) * xs + np.sin(theta) * ys)
+        ramp = (ramp - mean) / spread  # in [-0.5, 0.5] on the frame
+        img = base + ramp[..., None] * tint * amp
+        for cy, cx, sigma, colour in blobs:
+            blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
+            img = img + blob[..., None] * colour * amp
+        return np.clip(img, 0, 130).astype(np.float32)
+
+    return paint(ys, xs), paint
+
+
+def _camera(spec: VideoSpec, cfg: SyntheticConfig):
+    """None for a static camera, else `view(i, xs, ys) -> (xs, ys)`: frame i's pixel coordinates
+    mapped to scene coordinates (pixels, float32). Its own seed stream (the scene's draws, hence
+    the scene, are those of the same video without camera motion)."""
+    if cfg.camera == "none":
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([*spec.seed_key, 0xCA3E7A]))
+    h, w, amp = cfg.frame_height, cfg.frame_width, cfg.camera_amplitude
+    u = np.arange(cfg.frames, dtype=np.float64) / (cfg.frames - 1)  # 0 .. 1 over the video
+    dx, dy = np.zeros_like(u), np.zeros_like(u)
+    log_scale, angle = np.zeros_like(u), np.zeros_like(u)
+    weights = {"pan": (1, 0, 0, 0), "zoom": (0, 1, 0, 0), "shake": (0, 0, 1, 0),
+               "mixed": (0.5, 0.5, 0.25, 0.5)}[cfg.camera]
+    pan, zoom, shake, turn = (wgt * amp for wgt in weights)
+    if pan:
+        phi = rng.uniform(0, 2 * np.pi)
+        dx, dy = dx + pan * h * u * np.cos(phi), dy + pan * h * u * np.sin(phi)
+    if zoom:
+        log_scale = log_scale + rng.choice([-1.0, 1.0]) * np.log1p(zoom) * u
+    if shake:
+        radius = shake * h * np.sqrt(rng.uniform(0, 1, cfg.frames))
+        phi = rng.uniform(0, 2 * np.pi, cfg.frames)
+        dx, dy = dx + radius * np.cos(phi), dy + radius * np.sin(phi)
+    if turn:
+        angle = angle + rng.choice([-1.0, 1.0]) * turn * u
+    cx, cy = w / 2, h / 2
+
+    def view(i: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = float(np.exp(log_scale[i]))
+        c, n = s * float(np.cos(angle[i])), s * float(np.sin(angle[i]))
+        x0, y0 = xs - cx, ys - cy
+        return (cx + float(dx[i]) + c * x0 - n * y0), (cy + float(dy[i]) + n * x0 + c * y0)
+
+    return view
+
+
+def _texture(spec: VideoSpec, cfg: SyntheticConfig):
+    """None without texture, else `texture(xs, ys)`: a static grey texture (smooth random values
+    on a grid of 1/16 frame height, cubic-interpolated, mirrored beyond the frame) at any scene
+    coordinates in pixels, as float32 (..., 1). Its own seed stream, like the camera."""
+    if not cfg.background_texture:
+        return None
+    import cv2
+
+    rng = np.random.default_rng(np.random.SeedSequence([*spec.seed_key, 0x7E87]))
+    cell = cfg.frame_height / 16
+    grid = rng.uniform(-1, 1, (int(np.ceil(cfg.frame_height / cell)) + 2, int(np.ceil(cfg.frame_width / cell)) + 2))
+    grid = (grid * 255.0 * cfg.background_texture).astype(np.float32)
+
+    def texture(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        out = cv2.remap(grid, (xs / cell).astype(np.float32), (ys / cell).astype(np.float32),
+                        cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+        return out[..., None]
+
+    return texture
 
 
 def _object_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +343,7 @@ def _trajectory(motion: str, rng: np.random.Generator, cfg: SyntheticConfig
     Each motion is parameterised so that frame 0 has the same distribution for every class.
     """
     t = np.arange(cfg.frames, dtype=np.float64)
-    h, w = cfg.height, cfg.width
+    h, w = cfg.frame_height, cfg.frame_width
     speed = rng.uniform(*cfg.speed_range) * h  # pixels per frame
     log_lo, log_hi = np.log(0.5 * cfg.size_range[0] * h), np.log(0.5 * cfg.size_range[1] * h)
     x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
@@ -286,9 +386,9 @@ def _trajectory(motion: str, rng: np.random.Generator, cfg: SyntheticConfig
 def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
     """Draw one video in memory: uint8 (T, H, W, 3). Deterministic in (spec.seed_key, cfg)."""
     rng = np.random.default_rng(np.random.SeedSequence(list(spec.seed_key)))
-    h, w, ss = cfg.height, cfg.width, _SUPERSAMPLE
+    h, w, ss = cfg.frame_height, cfg.frame_width, _SUPERSAMPLE
     # Appearance first, then motion: appearance draws never depend on the class.
-    bg = _background(rng, cfg)
+    bg, paint = _background(rng, cfg)
     body, stripe = _object_colours(rng)
     shape = SHAPES[rng.integers(len(SHAPES))]
     aspect = rng.uniform(0.45, 0.7)
@@ -296,29 +396,39 @@ def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
 
     gy, gx = np.mgrid[0:h * ss, 0:w * ss].astype(np.float32)
     gy, gx = (gy + 0.5) / ss, (gx + 0.5) / ss
+    view, texture = _camera(spec, cfg), _texture(spec, cfg)
+    if view is not None or texture is not None:
+        py, px = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5  # pixel centres
+    if texture is not None:
+        bg = np.clip(bg + texture(px, py), 0, 130)
     frames = np.empty((cfg.frames, h, w, 3), dtype=np.uint8)
     for i in range(cfg.frames):
+        sx, sy, scene = gx, gy, bg
+        if view is not None:  # the camera moves: sample the (static) scene where it looks now
+            sx, sy = view(i, gx, gy)
+            bx, by = view(i, px, py)
+            scene = paint(by / h, bx / h)
+            if texture is not None:
+                scene = np.clip(scene + texture(bx, by), 0, 130)
         # Python floats keep the grid math in float32 (numpy scalars would promote to float64).
         cx, cy, inv_r = float(x[i]), float(y[i]), 1.0 / float(radius[i])
         c, s = float(np.cos(angle[i])) * inv_r, float(np.sin(angle[i])) * inv_r
         # Wrap-around canvas: an object leaving one side re-enters on the other.
-        dx = np.mod(gx - (cx - w / 2), w) - w / 2
-        dy = np.mod(gy - (cy - h / 2), h) - h / 2
+        dx = np.mod(sx - (cx - w / 2), w) - w / 2
+        dy = np.mod(sy - (cy - h / 2), h) - h / 2
         u = c * dx + s * dy
         v = c * dy - s * dx
         inside = _inside(shape, u, v, aspect)
         tip = inside & (u > 0.35)  # a second colour at one end shows rotation and orientation
         a_all = inside.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
         a_tip = tip.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
-        img = bg * (1 - a_all) + body * (a_all - a_tip) + stripe * a_tip
+        img = scene * (1 - a_all) + body * (a_all - a_tip) + stripe * a_tip
         frames[i] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return frames
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int, bit_rate: int = 600_000) -> None:
     """Encode uint8 (T, H, W, 3) frames as mpeg4 in AVI (UCF101's codec family), atomically."""
-    import av
-
     with atomic_open(path, "wb") as handle:
         with av.open(handle, mode="w", format="avi") as container:
             stream = container.add_stream("mpeg4", rate=fps)

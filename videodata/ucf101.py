@@ -37,7 +37,9 @@ def parse_group_clip(name: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (-1, -1)
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
+    """A split file's lines (UTF-8, BOM and CRLF tolerated); SplitFileError naming a missing or
+    non-text file."""
     if not path.is_file():
         raise SplitFileError(path, "split file not found" if path.parent.is_dir()
                              else f"split file not found (folder {path.parent} does not exist)")
@@ -52,7 +54,7 @@ def read_class_index(lists_dir: str | os.PathLike) -> list[str]:
     """Class names ordered by their classInd index; position = 0-based label."""
     path = Path(lists_dir) / "classInd.txt"
     names: list[str] = []
-    for lineno, line in enumerate(_read_lines(path), start=1):
+    for lineno, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -86,7 +88,7 @@ def read_split(lists_dir: str | os.PathLike, split: int, subset: str = "train") 
     path = split_file(lists_dir, split, subset)
     records: list[VideoRecord] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(_read_lines(path), start=1):
+    for lineno, line in enumerate(read_lines(path), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -114,16 +116,15 @@ def read_split(lists_dir: str | os.PathLike, split: int, subset: str = "train") 
     return records
 
 
-def load_split(video_root: str | os.PathLike, lists_dir: str | os.PathLike, split: int,
-               subset: str = "train", missing: str = "error") -> list[VideoRecord]:
-    """The videos of one side of one official split, in list order, with full paths.
+def locate(listed: list[VideoRecord], video_root: str | os.PathLike, list_file: str | os.PathLike,
+           missing: str, what: str = "") -> list[VideoRecord]:
+    """`listed` records (relative paths) with their full path under `video_root`, in list order.
 
-    missing="error" raises MissingVideosError (count + first names) when listed files are absent
-    from `video_root`; missing="skip" drops them with a warning giving the count.
+    missing="error" raises MissingVideosError (count + first names) when listed files are absent;
+    missing="skip" drops them with a warning giving the count. `list_file` names the list(s).
     """
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
-    listed = read_split(lists_dir, split, subset)
     root = Path(video_root)
     records: list[VideoRecord] = []
     absent: list[str] = []
@@ -134,9 +135,19 @@ def load_split(video_root: str | os.PathLike, lists_dir: str | os.PathLike, spli
         else:
             absent.append(rec.relpath)
     if absent:
-        list_path = split_file(lists_dir, split, subset)
         if missing == "error":
-            raise MissingVideosError(list_path, root, absent, len(listed))
-        warnings.warn(f"skipping {len(absent)} of {len(listed)} videos listed in {list_path}: not "
-                      f"found under {root} (first: {', '.join(absent[:3])})", stacklevel=2)
+            raise MissingVideosError(list_file, root, absent, len(listed))
+        warnings.warn(f"skipping {len(absent)} of {len(listed)} {what + ' ' if what else ''}videos listed in "
+                      f"{list_file}: not found under {root} (first: {', '.join(absent[:3])})", stacklevel=3)
     return records
+
+
+def load_split(video_root: str | os.PathLike, lists_dir: str | os.PathLike, split: int,
+               subset: str = "train", missing: str = "error") -> list[VideoRecord]:
+    """The videos of one side of one official split, in list order, with full paths.
+
+    missing="error" raises MissingVideosError (count + first names) when listed files are absent
+    from `video_root`; missing="skip" drops them with a warning giving the count.
+    """
+    listed = read_split(lists_dir, split, subset)
+    return locate(listed, video_root, split_file(lists_dir, split, subset), missing)

@@ -1,12 +1,13 @@
-"""One cell of the sweep = checkpoint × protocol × init × split × labels × seed, run as one job.
+"""One cell of the sweep = checkpoint x protocol x init x split x labels x seed, run as one job.
 
 `SweepContext` is everything a job needs, as plain picklable values (paths are strings), so a
 cell runs the same in this process (debug executor), in a subprocess (local) or on a SLURM node.
 `run_cell(ctx, cell)` is the job: it skips a cell the ledger already has as done, marks it
-running, runs the protocol and records done (metrics) or failed (error and traceback tail) —
-an exception in one cell never stops the others. A fine-tune cell keeps its checkpoints under
-`cells/<cell_id>/ckpt`, so a killed or preempted cell resumes where it stopped; a preemption
-request leaves the entry `running` (it is not a failure) and hands over to submitit's requeue.
+running, runs the protocol on the context's device and records done (metrics) or failed (error
+and traceback tail) - an exception in one cell never stops the others. A fine-tune cell keeps its
+checkpoints under `cells/<cell_id>/ckpt`, so a killed or preempted cell resumes where it stopped;
+a preemption request leaves the entry `running` (it is not a failure) and hands over to
+submitit's requeue.
 """
 from __future__ import annotations
 
@@ -22,18 +23,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pretrain.export import load_export
 from runkit.checkpoint import seed_everything
+from runkit.device import DevicePolicy
 from runkit.preemption import Preempted
-from transfer.evaluate import evaluate_clip_scores, save_confusion
+from transfer.classifier import build_backbone, build_classifier
+from transfer.evaluate import evaluate_clip_scores, predict_videos, save_confusion
+from transfer.features import FeatureKey, FeatureSpec, cached_features, extract_features, relpaths_sha256
+from transfer.finetune import FinetuneRecipe, finetune
+from transfer.knn import knn_probe
 from transfer.ledger import Ledger
+from transfer.probe import ProbeRecipe, linear_probe
 from transfer.subsets import SubsetRule, read_manifest
+from transfer.sweeps.spec import FEATURE_PROTOCOLS, PROTOCOLS
+from videodata.cache import ClipCache
+from videodata.clips import ClipDataset
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("finetune", "linear", "knn")
-FEATURE_PROTOCOLS = ("linear", "knn")
 # random-init features come from one fixed draw of the weights, shared by every seed, so a
-# linear-probe sweep extracts them once; the cell seed still changes the subset and the probe
+# probe sweep extracts them once; the cell seed still changes the subset and the probe
 RANDOM_FEATURE_SEED = 0
 
 
@@ -42,15 +51,14 @@ class SweepContext:
     out_dir: str
     checkpoint: str
     checkpoint_sha256: str
-    cache_dir: str
-    cache_fingerprint: str
+    train_cache: str          # fine-tune training clips (the first frames of each labeled video)
+    eval_cache: str           # test and probe clips (whole videos)
+    data_key: str             # identity of the labeled videos and the cache parameters
     class_names: tuple[str, ...]
     frames: int
     size: int
     dataset: str
-    finetune: dict = field(default_factory=dict)
-    probe: dict = field(default_factory=dict)
-    features: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)   # Recipe.as_dict(): finetune, probe, features, cache, runtime
     threads: int = 2
     show_progress: bool = False
 
@@ -60,6 +68,15 @@ class SweepContext:
 
     def path(self, relative: str) -> Path:
         return Path(self.out_dir) / relative
+
+    def policy(self) -> DevicePolicy:
+        runtime = self.recipe["runtime"]
+        return DevicePolicy.create(runtime["device"], runtime["precision"], runtime["channels_last"],
+                                   runtime["compile"])
+
+    @property
+    def loader_workers(self) -> int:
+        return int(self.recipe["runtime"]["loader_workers"])
 
 
 @dataclass(frozen=True)
@@ -86,30 +103,24 @@ class Cell:
 def cell_key(ctx: SweepContext, protocol: str, init: str, split: int, rule: SubsetRule, seed: int,
              manifest_sha256: str, test_sha256: str) -> str:
     """Everything that changes a cell's result: a changed recipe or checkpoint makes a new cell."""
-    recipe = ctx.finetune if protocol == "finetune" else {"probe": ctx.probe, "features": ctx.features}
+    r = ctx.recipe
+    recipe = r["finetune"] if protocol == "finetune" else {"probe": r["probe"], "features": r["features"]}
     blob = json.dumps({"protocol": protocol, "init": init, "split": split, "rule": rule.tag,
                        "seed": seed, "manifest": manifest_sha256, "test": test_sha256,
-                       "checkpoint": ctx.checkpoint_sha256, "data": ctx.cache_fingerprint,
-                       "clip": [ctx.frames, ctx.size], "recipe": recipe}, sort_keys=True)
+                       "checkpoint": ctx.checkpoint_sha256, "data": ctx.data_key,
+                       "clip": [ctx.frames, ctx.size], "recipe": recipe, "cache": r["cache"],
+                       "precision": r["runtime"]["precision"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------- helpers
 
-def open_cache(ctx: SweepContext):
-    from videodata.cache import ClipCache
-
-    return ClipCache.open(ctx.cache_dir)
-
-
-def _index_of(cache) -> dict[str, int]:
-    return {record.relpath: i for i, record in enumerate(cache.records)}
-
-
-def _lookup(index: dict[str, int], relpaths, what: str) -> list[int]:
+def _indices(cache: ClipCache, relpaths, what: str) -> list[int]:
+    index = {record.relpath: i for i, record in enumerate(cache.records)}
     missing = [r for r in relpaths if r not in index]
     if missing:
-        raise KeyError(f"{len(missing)} videos of {what} are not in the clip cache (first: {missing[:3]})")
+        raise KeyError(f"{len(missing)} videos of {what} are not in the clip cache {cache.folder} "
+                       f"(first: {missing[:3]})")
     return [index[r] for r in relpaths]
 
 
@@ -126,9 +137,9 @@ def _labeled_per_class(labels) -> float:
     return float(counts[counts > 0].mean())
 
 
-def _metrics_result(ctx: SweepContext, cell: Cell, scores: np.ndarray, test_labels, train_labels,
-                    probabilities: bool, extra: dict) -> dict:
-    metrics = evaluate_clip_scores(scores, test_labels, scores_are_probabilities=probabilities)
+def _metrics_result(ctx: SweepContext, cell: Cell, probabilities: np.ndarray, test_labels, train_labels,
+                    extra: dict) -> dict:
+    metrics = evaluate_clip_scores(probabilities, test_labels, scores_are_probabilities=True)
     confusion = metrics.pop("confusion")
     save_confusion(ctx.path(f"cells/{cell.cell_id}"), confusion, ctx.class_names)
     return {**metrics, "num_classes": len(ctx.class_names), "labeled_videos": len(train_labels),
@@ -140,75 +151,64 @@ def _metrics_result(ctx: SweepContext, cell: Cell, scores: np.ndarray, test_labe
 # ----------------------------------------------------------------------------------- protocols
 
 def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
-    from transfer.classifier import build_classifier, load_export
-    from transfer.finetune import FinetuneRecipe, finetune, predict_clips
-
-    recipe = FinetuneRecipe.from_dict(ctx.finetune)
-    export = load_export(ctx.checkpoint)
+    recipe = FinetuneRecipe(**ctx.recipe["finetune"])
+    policy = ctx.policy()
     seed_everything(cell.seed)
-    model = build_classifier(export, cell.init, len(ctx.class_names), recipe.dropout)
-    cache = open_cache(ctx)
-    index = _index_of(cache)
+    model = policy.module(build_classifier(load_export(ctx.checkpoint), cell.init, len(ctx.class_names),
+                                           recipe.dropout))
     train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
     test = _load_manifest(ctx, cell.test_list)
-    workdir = ctx.path(f"cells/{cell.cell_id}")
+    train_cache, eval_cache = ClipCache.open(ctx.train_cache), ClipCache.open(ctx.eval_cache)
+    dataset = ClipDataset(train_cache, ctx.frames, sampling=recipe.sampling, seed=cell.seed,
+                          items=_indices(train_cache, train.relpaths, train.path.name))
     started = time.perf_counter()
-    info = finetune(model, cache, _lookup(index, train.relpaths, train.path.name), train.labels, recipe,
-                    frames=ctx.frames, workdir=workdir, seed=cell.seed, show_progress=ctx.show_progress)
+    info = finetune(model, dataset, recipe, policy=policy, workdir=ctx.path(f"cells/{cell.cell_id}"),
+                    seed=cell.seed, loader_workers=ctx.loader_workers, show_progress=ctx.show_progress)
     train_s = time.perf_counter() - started
-    logits = predict_clips(model, cache, _lookup(index, test.relpaths, test.path.name), frames=ctx.frames,
-                           num_clips=recipe.eval_clips, batch_size=recipe.eval_batch)
-    result = _metrics_result(ctx, cell, logits, test.labels, train.labels, False,
+    test_set = ClipDataset(eval_cache, ctx.frames, sampling="uniform", num_clips=recipe.eval_clips,
+                           items=_indices(eval_cache, test.relpaths, test.path.name))
+    probabilities = predict_videos(model, test_set, policy, clips_per_batch=recipe.eval_batch,
+                                   loader_workers=ctx.loader_workers)
+    result = _metrics_result(ctx, cell, probabilities, test.labels, train.labels,
                              {"steps": info["steps"], "final_loss": info["final_loss"]})
-    return result, {"train_s": train_s, "resumed_from": info["resumed_from"]}
+    return result, {"train_s": train_s, "resumed_from": info["resumed_from"], "device": policy.describe()}
 
 
 def feature_set(ctx: SweepContext, init: str, split_list: str):
     """The cached features of every video of one list (`split_list` relative to out_dir)."""
-    from transfer.classifier import build_backbone, load_export
-    from transfer.features import FeatureKey, FeatureSpec, cached_features, extract_features, relpaths_sha256
-
-    spec = FeatureSpec(**ctx.features)
+    spec = FeatureSpec(**ctx.recipe["features"])
     listing = _load_manifest(ctx, split_list)
     key = FeatureKey(ctx.checkpoint_sha256, init, RANDOM_FEATURE_SEED if init == "random" else -1,
                      Path(split_list).stem, relpaths_sha256(listing.relpaths), ctx.frames, ctx.size,
-                     ctx.cache_fingerprint, spec)
+                     ctx.data_key, asdict(spec), ctx.recipe["runtime"]["precision"])
 
     def compute():
-        export = load_export(ctx.checkpoint)
+        policy = ctx.policy()
         seed_everything(RANDOM_FEATURE_SEED)
-        backbone = build_backbone(export, init)
-        cache = open_cache(ctx)
-        indices = _lookup(_index_of(cache), listing.relpaths, listing.path.name)
-        return (extract_features(backbone, cache, indices, frames=ctx.frames, spec=spec),
-                np.asarray(listing.labels), list(listing.relpaths))
+        backbone = policy.module(build_backbone(load_export(ctx.checkpoint), init))
+        cache = ClipCache.open(ctx.eval_cache)
+        dataset = ClipDataset(cache, ctx.frames, sampling="uniform", num_clips=spec.num_clips,
+                              items=_indices(cache, listing.relpaths, listing.path.name))
+        features = extract_features(backbone, dataset, spec, policy, loader_workers=ctx.loader_workers)
+        return features, np.asarray(listing.labels), list(listing.relpaths)
 
     return cached_features(ctx.path("features"), key, compute)
 
 
-def extract_stage(ctx: SweepContext, init: str, split_lists: tuple[str, ...]) -> list[str]:
-    """Job of the feature stage: make sure every list's features exist (extract at most once)."""
-    torch.set_num_threads(ctx.threads)
-    return [str(feature_set(ctx, init, name)[0].path) for name in split_lists]
-
-
 def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
-    from transfer.probe import ProbeRecipe, knn_probe, linear_probe
-
-    recipe = ProbeRecipe.from_dict(ctx.probe)
+    recipe = ProbeRecipe(**ctx.recipe["probe"])
     train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
     train_all, _ = feature_set(ctx, cell.init, f"manifests/split{cell.split}_train.txt")
     test_all, _ = feature_set(ctx, cell.init, cell.test_list)
-    rows = _lookup({r: i for i, r in enumerate(train_all.relpaths)}, train.relpaths, train.path.name)
+    rows = [{r: i for i, r in enumerate(train_all.relpaths)}[r] for r in train.relpaths]
     features, labels = train_all.features[rows], np.asarray(train.labels)
     started = time.perf_counter()
     if cell.protocol == "linear":
         out = linear_probe(features, labels, test_all.features, len(ctx.class_names), recipe, cell.seed)
     else:
-        out = knn_probe(features, labels, test_all.features, len(ctx.class_names), recipe)
+        out = knn_probe(features, labels, test_all.features, len(ctx.class_names), recipe, ctx.policy().device)
     fit_s = time.perf_counter() - started
-    result = _metrics_result(ctx, cell, out.test_proba, test_all.labels, labels, True,
-                             {"probe": out.info})
+    result = _metrics_result(ctx, cell, out.test_proba, test_all.labels, labels, {"probe": out.info})
     return result, {"fit_s": fit_s}
 
 

@@ -6,36 +6,35 @@ package versions, the accuracy-vs-labels and relative-gain figures, the results 
 confidence intervals, the pretraining run behind the checkpoint (sample GIF, GAN health curves,
 its config), the exact sweep spec and recipe, the subset-manifest hashes and the ledger summary.
 
-Every number comes from the ledger (through `transfer.report.aggregate` / `paired_differences`,
-the same code path as `report/results.*`) or from the pretraining run's `metrics.csv`. The page is
+Every number comes from the ledger (through `transfer.report.stats`, the same code path as
+`report/results.*`) or from the pretraining run's `metrics.csv`. The page is
 built once as a list of blocks with every number already formatted; the Markdown and the HTML are
 two renderings of those blocks, so they cannot disagree. The Markdown references its assets by
 relative path (under `report/`); the HTML embeds every image as a base64 data URI and has no
 external CSS or JavaScript.
 
-    python -m transfer.report_page SWEEP_DIR      # tables, figures and the page, from the ledger
+    python -m transfer.report SWEEP_DIR      # tables, figures and the page, from the ledger
 """
 from __future__ import annotations
 
-import argparse
-import base64
+import csv
 import hashlib
-import html
 import json
-import re
-import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 import yaml
 
+from pretrain.export import load_export
+from pretrain.methods import METHODS
+from pretrain.samples import plot_health
 from runkit.atomic import atomic_write_bytes, atomic_write_text
 from runkit.machine import describe_machine
 from transfer.ledger import Ledger
-from transfer.report import (PAIRED_HEAD, aggregate, count, current_entries, paired_cells,
-                             paired_differences, pct)
+from transfer.report.document import Block, code, files, h, img, p, render_html, render_markdown, table, ul
+from transfer.report.stats import ReportError, aggregate, current_entries, paired_differences
+from transfer.report.tables import PAIRED_HEAD, count, paired_cells, pct
 from transfer.subsets import SubsetRule
 
 PACKAGES = ("torch", "torchvision", "timm", "av", "scikit-learn", "submitit", "hydra-core", "numpy",
@@ -56,51 +55,6 @@ def results_head(metric: str) -> list[str]:
 PER_CELL_HEAD = ["cell", "labeled videos", "video acc %", "clip acc %", "seconds"]
 HEALTH_KEYS = (("d_loss", "D loss"), ("g_loss", "G loss"), ("d_acc_real", "D acc real"),
                ("d_acc_fake", "D acc fake"), ("mask_mean", "mask mean"), ("clips_per_s", "clips/s"))
-
-
-# ------------------------------------------------------------------------------ document blocks
-
-@dataclass(frozen=True)
-class Block:
-    """One piece of the page. kind: h (level, text) | p (text) | ul (items) | table (head, rows)
-    | img (relpath, alt) | code (text, lang) | files ((label, relpath) pairs)."""
-
-    kind: str
-    text: str = ""
-    level: int = 2
-    items: tuple = ()
-    head: tuple = ()
-    rows: tuple = ()
-    path: str = ""
-    lang: str = ""
-
-
-def h(text: str, level: int = 2) -> Block:
-    return Block("h", text=text, level=level)
-
-
-def p(text: str) -> Block:
-    return Block("p", text=text)
-
-
-def ul(items: Sequence[str]) -> Block:
-    return Block("ul", items=tuple(items))
-
-
-def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> Block:
-    return Block("table", head=tuple(head), rows=tuple(tuple(r) for r in rows))
-
-
-def img(relpath: str, alt: str) -> Block:
-    return Block("img", path=relpath, text=alt)
-
-
-def code(text: str, lang: str = "") -> Block:
-    return Block("code", text=text, lang=lang)
-
-
-def files(pairs: Sequence[tuple[str, str]]) -> Block:
-    return Block("files", items=tuple(pairs))
 
 
 # ------------------------------------------------------------------------------------ gathering
@@ -149,18 +103,14 @@ def _first_line(text: str | None) -> str:
     return "(no error message recorded)"
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", r"\|").replace("\n", " ")
-
-
 def _plan(sweep_dir: Path) -> dict:
     path = sweep_dir / "sweep.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a sweep folder (run `python transfer/sweep.py` first)")
+        raise ReportError(f"{path} not found: not a sweep folder (run `python transfer/sweep.py` first)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        raise ReportError(f"{path} is not valid JSON: {exc}") from None
 
 
 # --------------------------------------------------------------------------------- the sections
@@ -266,8 +216,6 @@ def _results(sweep_dir: Path, entries: list[dict], metric: str) -> list[Block]:
 
 
 def _read_metrics(path: Path) -> list[dict[str, float]]:
-    import csv
-
     with open(path, newline="") as handle:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
 
@@ -278,8 +226,6 @@ def _pretraining(sweep_dir: Path, plan: dict) -> list[Block]:
     if not checkpoint.is_file():
         return blocks + [p(f"The checkpoint `{checkpoint}` no longer exists: nothing to show about its "
                            "pretraining run.")]
-    from transfer.classifier import load_export
-
     export = load_export(checkpoint)
     blocks.append(p(f"Checkpoint `{checkpoint}`: discriminator at step {export.step}, clips of "
                     f"{export.frames} frames at {export.size}×{export.size}, data fingerprint "
@@ -316,9 +262,9 @@ def _pretraining(sweep_dir: Path, plan: dict) -> list[Block]:
         else:
             problem = f"`{metrics}` has no rows."
         if rows:
-            from pretrain.samples import plot_losses
-
-            plot_losses(rows, assets / HEALTH_NAME)
+            method = METHODS.get(export.method)
+            plot_health(rows, method.HEALTH if method else (("metrics", tuple((k, k) for k in rows[-1] if k != "step")),),
+                        assets / HEALTH_NAME)
             last = rows[-1]
             keys = [(k, label) for k, label in HEALTH_KEYS if k in last]
             blocks += [p("GAN health over training (from `metrics.csv`, each point the mean over a logging "
@@ -429,90 +375,6 @@ def build_page(sweep_dir: str | Path, metric: str = "video_acc", *, env: dict | 
             + _configs(sweep_dir, plan))
 
 
-# ------------------------------------------------------------------------------------ rendering
-
-def render_markdown(blocks: Sequence[Block]) -> str:
-    out = []
-    for b in blocks:
-        if b.kind == "h":
-            out.append("#" * b.level + " " + b.text)
-        elif b.kind == "p":
-            out.append(b.text)
-        elif b.kind == "ul":
-            out.append("\n".join(f"- {item}" for item in b.items))
-        elif b.kind == "table":
-            lines = ["| " + " | ".join(_md_cell(c) for c in b.head) + " |", "|" + "|".join("---" for _ in b.head) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
-            out.append("\n".join(lines))
-        elif b.kind == "img":
-            out.append(f"![{b.text}]({b.path})")
-        elif b.kind == "code":
-            fence = "```"
-            while fence in b.text:
-                fence += "`"
-            out.append(f"{fence}{b.lang}\n{b.text.rstrip()}\n{fence}")
-        elif b.kind == "files":
-            out.append("\n".join(f"- [{label}]({path})" for label, path in b.items))
-        else:
-            raise ValueError(f"unknown block kind {b.kind!r}")
-    return "\n\n".join(out) + "\n"
-
-
-def _inline(text: str) -> str:
-    """Escape, then `code` spans -> <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
-
-
-STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72rem;
-       margin: 2rem auto; padding: 0 1rem; line-height: 1.45; color: #1d1d1f; }
-h1 { font-size: 1.6rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
-td { font-variant-numeric: tabular-nums; word-break: break-all; }
-code { background: #f3f3f3; padding: 0 0.2rem; border-radius: 3px; font-size: 0.88em; }
-pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.82rem; border: 1px solid #e1e4e8; }
-img { max-width: 100%; display: block; margin: 0.8rem 0; }
-"""
-
-MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
-
-
-def render_html(blocks: Sequence[Block], base: str | Path, title: str) -> str:
-    """A single self-contained page: images inlined as data URIs, style inline, no scripts."""
-    base = Path(base)
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>"]
-    for b in blocks:
-        if b.kind == "h":
-            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
-        elif b.kind == "p":
-            out.append(f"<p>{_inline(b.text)}</p>")
-        elif b.kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in b.head)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif b.kind == "img":
-            path = base / b.path
-            mime = MIME.get(path.suffix.lower())
-            if mime is None:
-                raise ValueError(f"cannot embed {path}: unknown image type {path.suffix!r}")
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            out.append(f'<img alt="{html.escape(b.text)}" src="data:{mime};base64,{data}">')
-        elif b.kind == "code":
-            out.append(f"<pre><code>{html.escape(b.text.rstrip(), quote=False)}</code></pre>")
-        elif b.kind == "files":
-            out.append("<ul>" + "".join(f"<li>{html.escape(label)}: <code>{html.escape(path)}</code></li>"
-                                        for label, path in b.items) + "</ul>")
-        else:
-            raise ValueError(f"unknown block kind {b.kind!r}")
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"
-
-
 def write_report_page(sweep_dir: str | Path, metric: str = "video_acc") -> dict[str, Path]:
     """Write `<sweep>/report.md` and `<sweep>/report.html` (atomically); returns both paths.
     Run `transfer.report.write_report` first so the tables and figures it references exist."""
@@ -522,35 +384,3 @@ def write_report_page(sweep_dir: str | Path, metric: str = "video_acc") -> dict[
     atomic_write_text(md, render_markdown(blocks))
     atomic_write_text(page, render_html(blocks, sweep_dir, f"Transfer sweep report: {sweep_dir.name}"))
     return {"report.md": md, "report.html": page}
-
-
-def write_all(sweep_dir: str | Path, metric: str = "video_acc") -> dict[str, Path]:
-    """Tables and figures (when any cell is done), then the page."""
-    from transfer.report import write_report
-
-    sweep_dir = Path(sweep_dir)
-    written = {}
-    if any(e["status"] == "done" for e in current_entries(sweep_dir)):
-        written.update(write_report(sweep_dir, metric))
-    written.update(write_report_page(sweep_dir, metric))
-    return written
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from transfer.report import METRICS
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--metric", default="video_acc", choices=METRICS)
-    args = parser.parse_args(argv)
-    try:
-        written = write_all(args.sweep_dir, args.metric)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    for name, path in written.items():
-        print(f"{name:24s} {path}")
-
-
-if __name__ == "__main__":
-    main()

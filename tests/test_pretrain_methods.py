@@ -1,0 +1,132 @@
+"""Every pretraining method on the one trainer skeleton: losses on hand-made inputs, exact resume
+after a kill, an export that transfer loads (weights_only), and clear errors for unknown names."""
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from pretrain.export import load_export
+from pretrain.methods import METHODS
+from pretrain.methods.contrastive import info_nce
+from pretrain.methods.speed import resample
+from pretrain.schema import ConfigError, PretrainConfig
+from test_pretrain_trainer import tiny_cfg
+from pretrain.trainer import Trainer
+from runkit import preemption
+from runkit.checkpoint import CheckpointManager
+from transfer.classifier import build_backbone
+from videodata.clips import ArrayClips
+
+torch.set_num_threads(1)
+
+VIEWS = {"vgan": (1, 16), "contrastive": (2, 16), "speed": (1, 32)}  # (views, frames per item)
+
+
+def cfg_for(tmp_path, method: str, steps: int, **trainer) -> PretrainConfig:
+    cfg = tiny_cfg(tmp_path, steps, **trainer)
+    cfg.experiment_name, cfg.method.name, cfg.method.speed.speeds = "m", method, (1, 2)
+    return cfg
+
+
+def clips_for(method: str, n: int = 12) -> ArrayClips:
+    views, frames = VIEWS[method]
+    shape = (n, views, frames, 16, 16, 3) if views > 1 else (n, frames, 16, 16, 3)
+    return ArrayClips(torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+
+
+# ------------------------------------------------------------------------------ losses by hand
+
+def test_info_nce_equals_a_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    loss, accuracy = info_nce(z1, z2, temperature=0.5)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    total, hits = 0.0, 0
+    for i in range(10):
+        positive = (i + 5) % 10
+        others = [j for j in range(10) if j != i]
+        scores = {j: float(z[i] @ z[j]) / 0.5 for j in others}
+        total += -(scores[positive] - np.log(sum(np.exp(v) for v in scores.values())))
+        hits += max(scores, key=scores.get) == positive
+    assert float(loss) == pytest.approx(total / 10, rel=1e-5)
+    assert float(accuracy) == pytest.approx(hits / 10)
+    # identical views, far apart from the others: the positive is always found, the loss is small
+    anchors = torch.eye(5, 7) * 10
+    perfect, acc = info_nce(anchors, anchors, temperature=0.1)
+    assert float(acc) == 1.0 and float(perfect) < 1e-3
+
+
+def test_speed_resampling_takes_every_s_th_frame():
+    window = torch.arange(12, dtype=torch.float32).view(1, 1, 12, 1, 1).expand(3, 2, 12, 2, 2).contiguous()
+    clips = resample(window, torch.tensor([1, 2, 3]), frames=4)
+    assert clips.shape == (3, 2, 4, 2, 2)
+    assert clips[:, 0, :, 0, 0].tolist() == [[0, 1, 2, 3], [0, 2, 4, 6], [0, 3, 6, 9]]
+
+
+# ------------------------------------------------------------------------------ one skeleton
+
+def _state(trainer: Trainer) -> dict:
+    return {k: v.detach().clone() for name, m in trainer.method.modules().items() for k, v in
+            ((f"{name}.{key}", value) for key, value in m.state_dict().items())}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_resumes_exactly_after_a_preemption(tmp_path, method):
+    straight = Trainer(cfg_for(tmp_path, method, 4), clips_for(method), run_dir=tmp_path / "a")
+    straight.fit()
+    victim = Trainer(cfg_for(tmp_path, method, 4, ckpt_every=100), clips_for(method), run_dir=tmp_path / "b")
+    real, calls = preemption.requested, {"n": 0}
+
+    def requested():  # the preemption signal arrives during step 2
+        calls["n"] += 1
+        if calls["n"] == 2:
+            preemption._state["requested"] = (signal.SIGUSR2, None)
+        return preemption._state["requested"] is not None
+
+    preemption.requested = requested
+    try:
+        with pytest.raises(preemption.Preempted):
+            victim.fit()
+    finally:
+        preemption.requested = real
+        preemption.uninstall()
+    assert CheckpointManager(tmp_path / "b" / "checkpoints").all_steps() == [2]
+    resumed = Trainer(cfg_for(tmp_path, method, 4), clips_for(method), run_dir=tmp_path / "b")
+    result = resumed.fit()
+    assert result.resumed_from == 2 and result.step == 4
+    want, got = _state(straight), _state(resumed)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), f"{method}: {key} differs after the resume"
+    # the metrics log of the resumed run equals the uninterrupted one (throughput aside)
+    import csv
+
+    rows = [[{k: v for k, v in r.items() if k != "clips_per_s"} for r in csv.DictReader(open(run / "metrics.csv"))]
+            for run in (tmp_path / "a", tmp_path / "b")]
+    assert rows[0] == rows[1] and [int(r["step"]) for r in rows[0]] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_export_loads_in_transfer(tmp_path, method):
+    result = Trainer(cfg_for(tmp_path, method, 2), clips_for(method)).fit()
+    assert result.run_dir.name.startswith(f"m-{method}-")
+    export = load_export(result.export_path)  # weights_only=True inside
+    assert export.method == method and export.arch["width"] == 4
+    backbone = build_backbone(export, "pretrained").eval()
+    trained = result.export_path  # the export's weights are the backbone's
+    weights = torch.load(trained, weights_only=True)["state_dict"]
+    assert all(torch.equal(backbone.state_dict()[k], weights[k]) for k in backbone.state_dict())
+    with torch.no_grad():
+        assert backbone.forward_features(torch.zeros(2, 3, 16, 16, 16), "block3").shape == (2, 16, 2, 2, 2)
+    assert (result.run_dir / "losses.png").stat().st_size > 0
+
+
+def test_unknown_method_lists_the_choices(tmp_path):
+    cfg = cfg_for(tmp_path, "vgan", 2)
+    cfg.method.name = "byol"
+    with pytest.raises(ConfigError, match=r"method.name='byol' is not one of \['vgan', 'contrastive', 'speed'\]"):
+        Trainer(cfg, clips_for("vgan"))

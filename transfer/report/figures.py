@@ -1,0 +1,107 @@
+"""Figures for papers (PNG and PDF, one column of a two-column paper wide), drawn from the statistics."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from runkit.atomic import atomic_write_with
+
+FIG_WIDTH_IN = 3.3
+
+
+def style_axes(ax, xs: Sequence[float]) -> None:
+    ax.set_xscale("log")
+    ticks = sorted(set(round(x, 1) for x in xs))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("labeled videos per class")
+    ax.grid(alpha=0.3, linewidth=0.5)
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on compute nodes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_accuracy(ax, lines: Sequence[tuple[str, list[dict], dict]]) -> None:
+    """One line per (legend label, `aggregate` rows, errorbar style): the mean in % against labeled
+    videos per class, error bars the 95% CI."""
+    for i, (label, rows, style) in enumerate(lines):
+        rows = sorted(rows, key=lambda r: r["labeled_per_class"])
+        # a small sideways offset per line (log axis) so error bars at one x do not hide each other
+        dodge = 1.0 + 0.025 * (i - (len(lines) - 1) / 2)
+        xs = [r["labeled_per_class"] * dodge for r in rows]
+        ys = [100 * r["mean"] for r in rows]
+        err = [100 * (r["ci_high"] - r["ci_low"]) / 2 for r in rows]
+        ax.errorbar(xs, ys, yerr=err, markersize=3, linewidth=1, capsize=2, label=label, **style)
+
+
+def accuracy_axes(ax, rows: list[dict]) -> None:
+    """Chance line(s), log x ticks at the rows' label counts and y limits that hold every interval."""
+    classes = sorted({r["num_classes"] for r in rows})
+    chances = [100.0 / n for n in classes]
+    for n, chance in zip(classes, chances):
+        ax.axhline(chance, color="grey", linewidth=0.7, linestyle=":",
+                   label="chance" if len(classes) == 1 else f"chance ({n} classes)")
+    style_axes(ax, [r["labeled_per_class"] for r in rows])
+    # a t-interval over few runs can reach past 0 or 100; accuracy cannot
+    low = min([100 * r["ci_low"] for r in rows] + chances)
+    high = max([100 * r["ci_high"] for r in rows] + chances)
+    ax.set_ylim(max(0.0, low - 3), min(100.0, high + 3))
+
+
+def draw_gain(ax, lines: Sequence[tuple[str, list[dict], dict]]) -> None:
+    """One line per (legend label, `paired_differences` rows, plot style): pretrained ÷ random."""
+    for label, rows, style in lines:
+        rows = sorted(rows, key=lambda r: r["labeled_per_class"])
+        ax.plot([r["labeled_per_class"] for r in rows], [r["relative_gain"] for r in rows],
+                markersize=3, linewidth=1, label=label, **style)
+
+
+def save_figure(fig, out: Path, stem: str) -> list[Path]:
+    """`<out>/<stem>.png` and `.pdf`, each written atomically; closes the figure."""
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    for path in paths:
+        atomic_write_with(path, lambda handle, p=path: fig.savefig(handle, format=p.suffix[1:], dpi=200))
+    pyplot().close(fig)
+    return paths
+
+
+def plot_accuracy(table: list[dict], out: Path, metric: str) -> list[Path]:
+    fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.4))
+    lines: dict[tuple, list[dict]] = defaultdict(list)
+    for row in table:
+        lines[(row["protocol"], row["init"])].append(row)
+    draw_accuracy(ax, [(f"{init} + {protocol}", rows,
+                        {"marker": "o" if init == "pretrained" else "s",
+                         "linestyle": "-" if init == "pretrained" else "--"})
+                       for (protocol, init), rows in sorted(lines.items())])
+    if table:
+        accuracy_axes(ax, table)
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return save_figure(fig, out, "accuracy_vs_labels")
+
+
+def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
+    fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.2))
+    lines: dict[str, list[dict]] = defaultdict(list)
+    for row in paired:
+        lines[row["protocol"]].append(row)
+    draw_gain(ax, [(protocol, rows, {"marker": "o"}) for protocol, rows in sorted(lines.items())])
+    ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
+    if paired:
+        style_axes(ax, [r["labeled_per_class"] for r in paired])
+    ax.set_ylabel("pretrained ÷ random")
+    if lines:
+        ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return save_figure(fig, out, "relative_gain")

@@ -1,0 +1,89 @@
+"""What a sweep runs: `SweepSpec`, checked before any work (in `--dry-run` too)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runkit.errors import UserError
+from runkit.paths import resolve_path
+from transfer.subsets import SubsetRule
+
+PROTOCOLS = ("finetune", "linear", "knn")
+FEATURE_PROTOCOLS = ("linear", "knn")
+INITS = ("pretrained", "random")
+DATASETS = ("synthetic", "ucf101")
+EXECUTORS = ("local", "slurm", "debug")
+
+
+class SweepError(UserError):
+    """The sweep cannot start (no checkpoint, no data, bad arguments); the message says why."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    per_class: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = (0, 1)
+    splits: tuple[int, ...] = (1,)
+    inits: tuple[str, ...] = ("pretrained", "random")
+    protocols: tuple[str, ...] = ("finetune", "linear")
+    checkpoint: str | None = None
+    data: str = "synthetic"
+    root: str | None = None
+    recipe: str = "demo"
+    overrides: tuple[str, ...] = ()                 # recipe overrides, `finetune.iterations=500`
+    out: str | None = None
+    output_root: str = "outputs"                    # the main job's outputs: data/, cache/, pretrain/, transfer/
+    cache_root: str | None = None                   # default <output_root>/cache
+    pretrain_root: str | None = None                # default <output_root>/pretrain
+    executor: str = "local"
+    cluster: str = "local"
+    max_parallel: int = 1
+    threads: int = 2                                # torch CPU threads per job
+    cache_workers: int = 2
+    show_progress: bool = True
+    synthetic: dict = field(default_factory=dict)   # SyntheticConfig overrides (tests)
+
+    def under_outputs(self, name: str) -> Path:
+        return resolve_path(self.output_root) / name
+
+    @property
+    def cache_dir(self) -> Path:
+        return resolve_path(self.cache_root) if self.cache_root else self.under_outputs("cache")
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return resolve_path(self.pretrain_root) if self.pretrain_root else self.under_outputs("pretrain")
+
+    def rules(self) -> list[SubsetRule]:
+        try:
+            if self.per_class:
+                return [SubsetRule(per_class=int(k)) for k in self.per_class]
+            return [SubsetRule(fraction=float(f)) for f in self.fractions]
+        except ValueError as exc:
+            flag = "--per-class" if self.per_class else "--fractions"
+            raise SweepError(f"{flag}: {exc}") from None
+
+    def check(self) -> None:
+        """Every check that needs no data, checkpoint or recipe file."""
+        if self.data not in DATASETS:
+            raise SweepError(f"--data must be one of {DATASETS}, got {self.data!r}")
+        if self.data == "ucf101" and not self.root:
+            raise SweepError("--data ucf101 needs --root (the folder holding UCF-101/ and ucfTrainTestlist/)")
+        for name, given, allowed in (("--protocols", self.protocols, PROTOCOLS), ("--inits", self.inits, INITS)):
+            bad = [p for p in given if p not in allowed]
+            if bad or not given:
+                raise SweepError(f"{name}: {', '.join(bad) or 'none given'}; choose from {', '.join(allowed)}")
+        if not self.seeds:
+            raise SweepError("--seeds: give at least one seed")
+        bad_splits = [s for s in self.splits if s not in (1, 2, 3)]
+        if bad_splits or not self.splits:
+            raise SweepError(f"--splits: {', '.join(map(str, bad_splits)) or 'none given'}; "
+                             f"UCF101-style sets have splits 1, 2 and 3")
+        if not (self.fractions or self.per_class):
+            raise SweepError("--fractions: give at least one fraction (or --per-class)")
+        if self.executor not in EXECUTORS:
+            raise SweepError(f"--executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.max_parallel < 1 or self.threads < 1:
+            raise SweepError(f"--max-parallel and --threads must be >= 1, got {self.max_parallel}, {self.threads}")
+        self.rules()  # validates every fraction / count
