@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Sequence
 import submitit
 from submitit.core.utils import UncompletedJobError
 
+from runkit.errors import UserError
+
 # Queue states after which a job will not run again by itself.
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                    "BOOT_FAIL", "DEADLINE", "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
@@ -85,15 +87,24 @@ def submit_array(executor: submitit.Executor, calls: Sequence[Callable[[], Any]]
 
 
 # ----------------------------------------------------------------------------- queue inspection
-def queue_info(job_id: str) -> dict[str, str]:
+class QueueUnreachable(UserError, RuntimeError):
+    """scontrol did not answer (slurmctld busy or down): a job's state is unknown, not gone."""
+
+
+def queue_info(job_id: str, *, strict: bool = False) -> dict[str, str]:
     """`scontrol show job -o` as a dict (JobState, Reason, Restarts, ...); empty when SLURM no
-    longer knows the job (older than MinJobAge) or is not reachable."""
+    longer knows the job (older than MinJobAge). When SLURM is not reachable: empty too, or with
+    `strict`, QueueUnreachable (a caller deciding whether to resubmit must not guess)."""
     try:
         out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True,
                              text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        if strict:
+            raise QueueUnreachable(f"scontrol show job {job_id}: {exc}") from exc
         return {}
     if out.returncode != 0:
+        if strict and "invalid job id" not in out.stderr.lower():
+            raise QueueUnreachable(f"scontrol show job {job_id} failed: {out.stderr.strip()[:200]}")
         return {}
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     if not lines:
@@ -121,13 +132,27 @@ def jobs_still_queued(jobs_file: Path, log_folder: Path) -> dict[str, str]:
     queued = {}
     for key, job_id in json.loads(jobs_file.read_text()).items():
         if job_id not in alive:
-            info = queue_info(job_id)
+            info = _queue_info_patiently(job_id)
             state = info.get("JobState", "").split(" ")[0]
             ours = bool(info.get("StdOut")) and Path(info["StdOut"]).parent.resolve() == Path(log_folder).resolve()
             alive[job_id] = bool(state) and state not in TERMINAL_STATES and ours
         if alive[job_id]:
             queued[key] = job_id
     return queued
+
+
+def _queue_info_patiently(job_id: str, tries: int = 5, pause_s: float = 3.0) -> dict[str, str]:
+    """queue_info, retried while SLURM does not answer; then a clear error rather than a guess
+    (a job taken for gone would be submitted a second time)."""
+    for attempt in range(tries):
+        try:
+            return queue_info(job_id, strict=True)
+        except QueueUnreachable as exc:
+            if attempt == tries - 1:
+                raise QueueUnreachable(f"{exc}; cannot tell whether job {job_id} is still queued, so "
+                                       f"nothing is resubmitted: run the command again when SLURM answers") from None
+            time.sleep(pause_s)
+    return {}
 
 
 # ------------------------------------------------------------------------------ waiting/results
@@ -241,6 +266,25 @@ def collect_results(jobs: Iterable[submitit.Job], timeout_s: float | None = None
     if not all(o.ok for o in outcomes):
         raise JobsFailedError(outcomes)
     return [o.result for o in outcomes]
+
+
+def job_runner(executor: submitit.Executor) -> Callable[[Callable[..., Any], list[tuple]], list]:
+    """`run_jobs(fn, arg_lists)` for library code that must not know about SLURM (e.g.
+    `videodata.cache.ClipCache.build`): one preemptible job per argument list (an array on SLURM),
+    waited for; one `videodata.cache.JobReport` per job, in order, never raising for a job."""
+    from videodata.cache import JobReport
+
+    def run(fn: Callable[..., Any], arg_lists: list[tuple]) -> list:
+        jobs = submit_array(executor, [PreemptibleCall(fn, *args) for args in arg_lists])
+        reports = []
+        for job, outcome in zip(jobs, wait_jobs(jobs)):
+            lines = [line.strip() for line in (outcome.error or "").splitlines() if line.strip()]
+            reports.append(JobReport(f"job {outcome.job_id} ({outcome.state or 'state unknown'})", outcome.ok,
+                                     lines[-1] if lines else ("" if outcome.ok else "no error recorded"),
+                                     str(job.paths.stderr)))
+        return reports
+
+    return run
 
 
 def run_array(executor: submitit.Executor, fn: Callable[..., Any], arg_lists: Sequence[Sequence[Any]],

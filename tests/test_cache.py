@@ -1,4 +1,5 @@
-"""Decode-once clip cache: equals direct decode, resumes, invalidates, reports bad videos."""
+"""Decode-once clip cache: equals direct decode, resumes (also through an executor), invalidates, reports
+bad videos; the format-2 index (lazy records, labels, index_of) and its benchmark."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from videodata.cache import REPORT_NAME, ClipCache
+from videodata.cache import INDEX_NAME, REPORT_NAME, ClipCache, ShardJobsError
 from videodata.clips import ClipBatchSampler, ClipDataset, collate_clips
 from videodata.decode import read_clip, read_uniform_clips, uniform_starts
 from videodata.errors import VideoDataError
@@ -112,6 +113,18 @@ def test_reuse_and_parallel_build(cache, records, tmp_path):
         np.testing.assert_array_equal(parallel.clip(i, 10), cache.clip(i, 10))
 
 
+def test_a_build_in_this_process_leaves_its_thread_count_alone(records, tmp_path):
+    """With one worker the shards are decoded in the caller's process, which goes on to train: the
+    build's one-thread setting must not stay behind (a pretraining run trained on one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        build(records[:3], tmp_path, workers=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_killed_build_resumes_without_redoing_finished_shards(records, tmp_path):
     class Killed(Exception):
         pass
@@ -123,7 +136,7 @@ def test_killed_build_resumes_without_redoing_finished_shards(records, tmp_path)
     with pytest.raises(Killed):
         build(records, tmp_path, on_shard_done=kill_after_shard_1)
     (folder,) = tmp_path.iterdir()
-    assert not (folder / "index.json").exists()
+    assert not (folder / INDEX_NAME).exists()
     with pytest.raises(VideoDataError, match="did not finish"):
         ClipCache.open(folder)
     mtime = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard_*")}
@@ -182,3 +195,128 @@ def test_open_rejects_a_damaged_shard(records, tmp_path):
     np.save(cache.folder / "shard_00000.npy", np.zeros((40, SIZE, 8, 3), np.uint8))
     with pytest.raises(VideoDataError, match=r"shard_00000\.npy: shard holds"):
         ClipCache.open(cache.folder)
+
+
+# ------------------------------------------------------------------- index format 2, executors
+def test_lazy_records_labels_and_index_of(cache, records):
+    lazy = cache.records
+    assert not isinstance(lazy, list) and len(lazy) == len(records) == len(cache)
+    assert lazy[0] == records[0] and lazy[-1] == records[-1] and lazy[3:7] == records[3:7]
+    assert lazy[::5] == records[::5] and list(lazy) == records and lazy == records
+    with pytest.raises(IndexError):
+        lazy[len(records)]
+    # what transfer/sweeps/cells.py `_indices` builds today still works on the lazy records
+    assert {r.relpath: i for i, r in enumerate(lazy)} == {r.relpath: i for i, r in enumerate(records)}
+    labels = cache.labels
+    assert labels.dtype == np.int64 and labels.tolist() == [r.label for r in records]
+    assert not labels.flags.writeable
+    wanted = [records[7].relpath, records[0].relpath, records[19].relpath, records[7].relpath]
+    np.testing.assert_array_equal(cache.index_of(wanted), [7, 0, 19, 7])
+    assert cache.index_of([]).shape == (0,)
+    with pytest.raises(KeyError, match=r"2 of 3 relpaths are not in the clip cache.*nope/a\.avi.*nope/b\.avi"):
+        cache.index_of([records[1].relpath, "nope/a.avi", "nope/b.avi"])
+    clone = pickle.loads(pickle.dumps(cache))
+    assert len(pickle.dumps(cache)) < 2000  # no extents, labels or rows in the pickle
+    assert clone.records == records and clone.labels.tolist() == labels.tolist()
+    assert clone.num_frames(4) == cache.num_frames(4) and clone.fps(4) == cache.fps(4) > 0
+
+
+def job_folders(folder: Path) -> list[Path]:
+    """submitit's per-job log folders (make_executor also creates the '%j' template itself)."""
+    return [p for p in folder.iterdir() if p.name != "%j"]
+
+
+def test_executor_build_resumes_only_the_missing_shards(records, cache, tmp_path):
+    from slurm.executors import make_executor
+    from slurm.jobs import job_runner
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_shard_1(shard):
+        if shard == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        build(records, tmp_path / "c", on_shard_done=kill_after_shard_1)
+    (folder,) = (tmp_path / "c").iterdir()
+    mtime = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard_*")}
+    assert len(mtime) == 4
+    executor = job_runner(make_executor("local", tmp_path / "jobs" / "%j", "local"))
+    # A job that fails is reported (its error and log) after the others; nothing is lost.
+    (folder / "shard_00002.npy").mkdir()
+    with pytest.raises(ShardJobsError, match=r"1 of 1 clip cache jobs failed and 1 of 3 shards are missing.*"
+                                             r"building again resumes.*IsADirectoryError.*log: "):
+        build(records, tmp_path / "c", run_jobs=executor)
+    (folder / "shard_00002.npy").rmdir()
+    built = []
+    resumed = build(records, tmp_path / "c", run_jobs=executor, on_shard_done=built.append)
+    assert built == [2]
+    assert len(job_folders(tmp_path / "jobs")) == 2  # each time one job, for the one missing shard
+    for name, stamp in mtime.items():
+        assert (folder / name).stat().st_mtime_ns == stamp, f"{name} was rewritten"
+    assert resumed.fingerprint == cache.fingerprint and resumed.records == cache.records
+    for i in range(len(records)):
+        np.testing.assert_array_equal(resumed.clip(i, 10), cache.clip(i, 10))
+
+
+def test_format_1_cache_is_reindexed_without_decoding(records, tmp_path):
+    first = build(records[:6], tmp_path, videos_per_shard=4)
+    for name in (INDEX_NAME, "extents.npy"):
+        (first.folder / name).unlink()
+    (first.folder / "index.json").write_text(json.dumps({"format": "vganbench.clipcache/1", "videos": []}))
+    with pytest.raises(VideoDataError, match="format 1.*Run ClipCache.build again.*reuses the decoded shards"):
+        ClipCache.open(first.folder)
+    built = []
+    again = build(records[:6], tmp_path, videos_per_shard=4, on_shard_done=built.append)
+    assert built == [] and again.folder == first.folder and again.records == records[:6]
+    np.testing.assert_array_equal(again.clip(5, 10), read_clip(records[5].path, 10, SIZE))
+
+
+def test_open_rejects_a_truncated_shard(records, tmp_path):
+    cache = build(records[:4], tmp_path)
+    npy = cache.folder / "shard_00000.npy"
+    os.truncate(npy, npy.stat().st_size - 100)
+    with pytest.raises(VideoDataError, match=r"shard_00000\.npy: missing or unreadable cache shard"):
+        ClipCache.open(cache.folder)
+
+
+def test_prepare_caches_a_folder_through_an_executor(records, cache, tmp_path, capsys):
+    from videodata import prepare
+
+    src = tmp_path / "videos"
+    for rec in records[:5]:
+        dest = src / rec.relpath
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(rec.path, dest)
+    args = ["--videos", str(src), "--cache-root", str(tmp_path / "c"), "--size", str(SIZE), "--max-frames", "10",
+            "--videos-per-shard", "2", "--executor", "local", "--shards-per-job", "3"]
+    assert prepare.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"videos {src}: 5 videos" in out and "(5 videos, 16x16, up to 10 frames)" in out
+    assert len(job_folders(tmp_path / "c" / "jobs")) == 1  # 3 shards in one job
+    (folder,) = [p for p in (tmp_path / "c").iterdir() if p.name != "jobs"]
+    made = ClipCache.open(folder)
+    assert [r.relpath for r in made.records] == sorted(r.relpath for r in records[:5])  # list_videos' order
+    assert made.labels.tolist() == [-1] * 5
+    (position,) = made.index_of([records[4].relpath])
+    np.testing.assert_array_equal(made.clip(position, 10), cache.clip(4, 10))
+
+
+def test_index_benchmark_reports_open_time_and_memory():
+    from benchmarks import bench_index
+
+    info = {"cpu": "Test CPU", "cores": 2, "usable_cores": 2, "ram_gib": 16.0, "gpus": [],
+            "date": "2026-01-01 00:00 UTC", "load": (0.5, 0.4, 0.3)}
+
+    args = bench_index.parse_args(["--videos", "20000", "--lookups", "2000", "--relpaths", "2000"])
+    result = bench_index.run(args)
+    ours, peer = result["ours"], result["peer"]
+    assert ours["videos"] == peer["videos"] == 20000 and result["shards"] == 313
+    for side in (ours, peer):
+        assert 0 < side["open_s"] < side["process_s"]
+        assert 0 < side["rss_after_open_mb"] <= side["peak_rss_mb"] < 2000
+    assert result["open_vs_peer"] > 0 and result["rss_vs_peer"] > 0
+    text = bench_index.section(result, info)
+    assert text.startswith(f"## {bench_index.HEADING}\n") and "| `ClipCache.open`" in text
+    assert "peak RSS right after open" in text

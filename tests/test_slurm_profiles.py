@@ -130,3 +130,29 @@ def test_checkpoint_resubmits_the_same_call():
     assert pickle.loads(pickle.dumps(call))() == 7
     with pytest.raises(TypeError, match="callable"):
         PreemptibleCall(42)
+
+
+def test_an_unanswering_queue_is_an_error_not_a_resubmission(tmp_path, monkeypatch):
+    """Deciding which cells to submit again: a job SLURM no longer knows is gone, but a queue that
+    does not answer (slurmctld busy) must not pass for an empty one (the cells would run twice)."""
+    import json
+    import subprocess
+
+    from slurm import jobs
+    from slurm.jobs import QueueUnreachable, jobs_still_queued
+
+    jobs_file = tmp_path / "jobs.json"
+    jobs_file.write_text(json.dumps({"cell-a": "91_0"}))
+    answers = []
+
+    def scontrol(args, **kw):
+        answers.append(args)
+        return subprocess.CompletedProcess(args, 1, "", "slurm_load_jobs error: Socket timed out on send/recv")
+    monkeypatch.setattr(jobs.subprocess, "run", scontrol)
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
+    with pytest.raises(QueueUnreachable, match="cannot tell whether job 91_0 is still queued"):
+        jobs_still_queued(jobs_file, tmp_path)
+    assert len(answers) == 5  # retried before giving up
+    monkeypatch.setattr(jobs.subprocess, "run", lambda args, **kw: subprocess.CompletedProcess(
+        args, 1, "", "slurm_load_jobs error: Invalid job id specified"))
+    assert jobs_still_queued(jobs_file, tmp_path) == {}  # forgotten by SLURM: finished long ago

@@ -226,6 +226,40 @@ def test_cache_with_stabilise_drops_failures_and_has_its_own_fingerprint(videos,
     assert plain_cache.fingerprint == plain and len(plain_cache) == 3 and "stabilise" not in plain_cache.params
 
 
+def test_cache_keeps_an_unstabilisable_video_plain_when_asked(videos, tmp_path):
+    """on_failure="plain" (the transfer recipes' test caches): the flat video is cached as decoded,
+    unstabilised, and report.json says so; the stabilisable one is stabilised as before."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    for name, path in (("a_pan.avi", videos["pan"][0]), ("b_flat.avi", videos["flat"][0])):
+        os.link(path, src / name)
+    records = list_videos(src)
+    kw = dict(size=SIZE, max_frames=12, workers=1, videos_per_shard=2, show_progress=False)
+    cfg = StabiliseConfig(on_failure="plain")
+    cache = ClipCache.build(records, tmp_path / "cache", stabilise=cfg, **kw)
+    assert [Path(r.path).name for r in cache.records] == ["a_pan.avi", "b_flat.avi"]
+    report = json.loads((cache.folder / REPORT_NAME).read_text())
+    assert report["failed"] == [] and len(report["unstabilised"]) == 1
+    assert report["unstabilised"][0]["path"].endswith("b_flat.avi")
+    assert "too few keypoints at frame 0" in report["unstabilised"][0]["reason"]
+    np.testing.assert_array_equal(cache.clip(1, 12), decode_video(records[1].path, SIZE, max_frames=12))
+    np.testing.assert_array_equal(cache.clip(0, 12), decode_stabilised(records[0].path, SIZE, max_frames=12))
+    dropped = ClipCache.build(records, tmp_path / "cache", stabilise=StabiliseConfig(), **kw)
+    assert dropped.fingerprint != cache.fingerprint and len(dropped) == 1
+    with pytest.raises(ValueError, match="on_failure must be one of"):
+        StabiliseConfig(on_failure="skip")
+    # a cache prepared ahead (`python -m videodata.prepare --stabilise plain|drop`) is the one the
+    # transfer recipes (cache.stabilise=true) and pretraining (data.stabilise=true) then reuse
+    from transfer.sweeps.recipe import CacheRecipe
+    from videodata.prepare import build_caches
+    prepared = build_caches({"x": records, "y": records}, str(tmp_path / "cache"), size=SIZE, max_frames=12,
+                            workers=1, videos_per_shard=2, stabilise="plain", show_progress=False)
+    assert prepared["x"].folder == cache.folder
+    assert CacheRecipe(stabilise=True).stabilise_config() == cfg and CacheRecipe().stabilise_config() is None
+    assert build_caches({"x": records}, str(tmp_path / "cache"), size=SIZE, max_frames=12, workers=1,
+                        videos_per_shard=2, stabilise="drop", show_progress=False)["x"].folder == dropped.folder
+
+
 # ----------------------------------------------------------------------------- real UCF101
 
 @pytest.mark.shared_data

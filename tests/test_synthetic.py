@@ -10,7 +10,7 @@ import pytest
 
 from videodata.decode import decode_video
 from videodata.folder import list_videos
-from videodata.synthetic import (STAMP_NAME, SyntheticConfig, generate, labeled_specs, render,
+from videodata.synthetic import (STAMP_NAME, SyntheticConfig, SyntheticSetError, generate, labeled_specs, render,
                                  unlabeled_specs)
 from videodata.ucf101 import load_split, read_class_index
 
@@ -105,7 +105,7 @@ def test_idempotent_resumes_and_regenerates(tmp_path):
 
 def test_refuses_to_overwrite_foreign_folder(tmp_path):
     (tmp_path / "UCF-101").mkdir()
-    with pytest.raises(FileExistsError, match="no synthetic.json"):
+    with pytest.raises(SyntheticSetError, match="no synthetic.json"):
         generate(tiny(tmp_path))
 
 

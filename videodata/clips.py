@@ -18,7 +18,27 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-SAMPLINGS = ("first", "random", "uniform")
+SAMPLINGS = ("first", "random", "uniform", "consecutive")
+
+
+def consecutive_clips(lengths: Sequence[int], frames: int, skip: int = 2,
+                      max_clips: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """The original's cut of each video into clips (cvondrick/videogan's data preparation): skip
+    the first `skip` frames, then up to `max_clips` consecutive clips of `frames` frames. A video
+    too short for one whole clip still gives one, from its first usable frame (the cache repeats
+    its last frame), so no video is lost; a video with no frames gives none.
+
+    Returns (position of the clip's video in `lengths`, start frame), int64 arrays in video order."""
+    if frames < 1 or skip < 0 or max_clips < 1:
+        raise ValueError(f"consecutive clips need frames >= 1, skip >= 0 and max_clips >= 1; got "
+                         f"{frames}, {skip}, {max_clips}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    counts = np.clip((lengths - skip) // frames, 1, max_clips)
+    counts[lengths <= 0] = 0
+    video = np.repeat(np.arange(len(lengths), dtype=np.int64), counts)
+    within = np.arange(len(video), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    first = np.minimum(skip, np.maximum(lengths - 1, 0))
+    return video, np.repeat(first, counts) + within * frames
 
 
 class ClipDataset(Dataset):
@@ -26,15 +46,19 @@ class ClipDataset(Dataset):
     `num_frames` and `records`).
 
     items: the cache indices this dataset serves (default: every video); item i is video items[i].
-    sampling: "first" (frame 0, the paper's protocol), "random" (a start drawn from (seed, epoch,
-    video)), "uniform" (`num_clips` clips spread evenly over the cached video).
+    sampling: "first" (frame 0, the paper's transfer protocol), "random" (a start drawn from (seed,
+    epoch, video)), "uniform" (`num_clips` clips spread evenly over the cached video),
+    "consecutive" (the original's pretraining data: every video cut into up to `max_clips`
+    consecutive clips after `skip` frames, see `consecutive_clips`; an item is one clip, so a
+    long video is drawn more often, as in the original).
     views: with "random", that many clips of one video with independent starts, `(V, T, H, W, 3)`
     (the two views of a contrastive pair).
     A key is an item index or an `(item, epoch)` pair; the result is `(uint8 tensor, label)`.
     """
 
     def __init__(self, cache, frames: int, *, sampling: str = "first", num_clips: int = 1,
-                 items: Sequence[int] | None = None, seed: int = 0, views: int = 1):
+                 items: Sequence[int] | None = None, seed: int = 0, views: int = 1, skip: int = 2,
+                 max_clips: int = 100):
         if sampling not in SAMPLINGS:
             raise ValueError(f"clip sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if num_clips < 1 or (num_clips > 1 and sampling != "uniform"):
@@ -46,6 +70,13 @@ class ClipDataset(Dataset):
         self.cache, self.frames, self.sampling, self.num_clips, self.seed = cache, frames, sampling, num_clips, seed
         self.views = views
         self.items = np.arange(len(cache), dtype=np.int64) if items is None else np.asarray(items, dtype=np.int64)
+        self.starts = None
+        if sampling == "consecutive":
+            extents = getattr(cache, "extents", None)  # a ClipCache: every length without a loop
+            lengths = (np.asarray(extents["frames"])[self.items] if extents is not None
+                       else [cache.num_frames(int(v)) for v in self.items])
+            position, self.starts = consecutive_clips(lengths, frames, skip, max_clips)
+            self.items = self.items[position]
         self.fingerprint = str(getattr(cache, "fingerprint", ""))
 
     def __len__(self) -> int:
@@ -55,7 +86,8 @@ class ClipDataset(Dataset):
         return int(self.items[item])
 
     def label(self, item: int) -> int:
-        return int(self.cache.records[self.video(item)].label)
+        labels = getattr(self.cache, "labels", None)  # a ClipCache's label column; else its records
+        return int(labels[self.video(item)] if labels is not None else self.cache.records[self.video(item)].label)
 
     def __getitem__(self, key) -> tuple[torch.Tensor, int]:
         item, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -66,6 +98,8 @@ class ClipDataset(Dataset):
             rng = np.random.default_rng([self.seed, int(epoch), video])
             clips = [self.cache.clip(video, self.frames, start="random", rng=rng) for _ in range(self.views)]
             clip = clips[0] if self.views == 1 else np.stack(clips)
+        elif self.sampling == "consecutive":
+            clip = self.cache.clip(video, self.frames, start=int(self.starts[item]))
         else:
             clip = self.cache.clip(video, self.frames, start="first")
         return torch.from_numpy(np.ascontiguousarray(clip)), self.label(item)

@@ -49,6 +49,7 @@ from videodata.errors import VideoDataError
 STABILISE_VERSION = 1
 METHODS = ("flow", "orb", "sift")
 FILLS = ("previous", "black")
+ON_FAILURE = ("drop", "plain")
 # The original's RANSAC threshold (5.0 px) was applied at UCF101's native 320x240.
 REFERENCE_SHORT_SIDE = 240
 LOWE_RATIO = 0.7  # the original's ratio test (orb, sift)
@@ -99,6 +100,9 @@ class StabiliseConfig:
     min_frames: a video that ends early (see above) with fewer frames than this fails (the
       original: 16); a video that is simply short is kept whole.
     fill: "previous" (uncovered pixels keep the previous output frame, as the original) or "black".
+    on_failure: what a clip cache does with a video that cannot be stabilised: "drop" it (the
+      original's "nofail" lists; for pretraining) or keep it "plain", unstabilised (for test
+      sets, which must stay whole to be comparable). Either way report.json lists it with the reason.
     """
 
     method: str = "flow"
@@ -113,6 +117,7 @@ class StabiliseConfig:
     min_coverage: float = 0.5
     min_frames: int = 16
     fill: str = "previous"
+    on_failure: str = "drop"
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, rule: str) -> None:
@@ -121,6 +126,7 @@ class StabiliseConfig:
 
         need(self.method in METHODS, "method", f"one of {METHODS}")
         need(self.fill in FILLS, "fill", f"one of {FILLS}")
+        need(self.on_failure in ON_FAILURE, "on_failure", f"one of {ON_FAILURE}")
         for name, low in (("estimate_size", 16), ("max_features", 8), ("min_inliers", 4), ("min_frames", 1)):
             value = getattr(self, name)
             need(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low,

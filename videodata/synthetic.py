@@ -41,6 +41,8 @@ import numpy as np
 
 from runkit.atomic import atomic_open, atomic_write_bytes, atomic_write_json
 from runkit.logging import progress
+from videodata.errors import VideoDataError
+from videodata.hmdb51 import write_split_files as write_hmdb51_splits
 
 # Bump when rendering changes: it is part of the config hash, so old sets regenerate.
 GENERATOR_VERSION = 2
@@ -70,6 +72,11 @@ MOTIONS = (
     "RotateCounterclockwise",
 )
 SHAPES = ("rectangle", "ellipse", "triangle", "cross", "diamond")
+# layout="hmdb51": class folders named like HMDB51's (its first classes in sorted order, so the
+# label of class i is i); motion family i is class i. Each group is a "source movie".
+HMDB51_CLASSES = ("brush_hair", "cartwheel", "catch", "chew", "clap", "climb", "climb_stairs", "dive",
+                  "draw_sword", "dribble", "drink", "eat", "fall_floor", "fencing")
+LAYOUTS = ("ucf101", "hmdb51")
 # Whole-frame camera motion (background and object together), for the stabilisation tests.
 CAMERAS = ("none", "pan", "zoom", "shake", "mixed")
 _SUPERSAMPLE = 2  # anti-aliased edges, so sub-pixel motion stays smooth
@@ -108,6 +115,10 @@ class SyntheticConfig:
     # levels), so that camera motion can be tracked: the smooth default backgrounds have no
     # corners, and a stabiliser tracks the (independently moving) object instead. 0: none.
     background_texture: float = 0.0
+    # "ucf101": UCF-101/<Class>/v_<Class>_gXX_cYY.avi + ucfTrainTestlist/; "hmdb51":
+    # hmdb51/<class>/<source>_<class>_..._<n>.avi + testTrainMulti_7030_splits/ (HMDB51's layout and
+    # split files; fold k tests the same groups as UCF101's split k)
+    layout: str = "ucf101"
     seed: int = 0
     workers: int = 2
     progress: bool = True
@@ -118,6 +129,8 @@ class SyntheticConfig:
         if len(self.speed_range) != 2 or len(self.size_range) != 2:
             raise ValueError(f"speed_range and size_range are (low, high) pairs, got {self.speed_range}, "
                              f"{self.size_range}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if not 2 <= self.num_classes <= len(MOTIONS):
             raise ValueError(f"num_classes must be in 2..{len(MOTIONS)}, got {self.num_classes}")
         if self.clips_per_group < 1 or self.unlabeled_videos < 0:
@@ -145,7 +158,8 @@ class SyntheticConfig:
 
     @property
     def class_names(self) -> list[str]:
-        return list(MOTIONS[: self.num_classes])
+        names = HMDB51_CLASSES if self.layout == "hmdb51" else MOTIONS
+        return list(names[: self.num_classes])
 
     def content_dict(self) -> dict:
         """Everything that changes the files' content (not where they go or how fast)."""
@@ -157,6 +171,8 @@ class SyntheticConfig:
                 data.pop(key)
         if not self.background_texture:
             data.pop("background_texture")
+        if self.layout == "ucf101":  # the original layout hashes as before layouts existed
+            data.pop("layout")
         data["speed_range"] = list(self.speed_range)
         data["size_range"] = list(self.size_range)
         # the frame size's keys as they were first named, so existing sets keep their fingerprint
@@ -191,7 +207,8 @@ class VideoSpec:
 
 def layout_for(cfg: SyntheticConfig) -> SyntheticLayout:
     root = Path(cfg.root)
-    return SyntheticLayout(root=root, video_root=root / "UCF-101", lists_dir=root / "ucfTrainTestlist",
+    videos, lists = ("hmdb51", "testTrainMulti_7030_splits") if cfg.layout == "hmdb51" else ("UCF-101", "ucfTrainTestlist")
+    return SyntheticLayout(root=root, video_root=root / videos, lists_dir=root / lists,
                            unlabeled_dir=root / "unlabeled", class_names=tuple(cfg.class_names),
                            fingerprint=cfg.fingerprint)
 
@@ -199,11 +216,18 @@ def layout_for(cfg: SyntheticConfig) -> SyntheticLayout:
 def labeled_specs(cfg: SyntheticConfig) -> list[VideoSpec]:
     specs = []
     for label, name in enumerate(cfg.class_names):
+        folder = layout_for(cfg).video_root.name
         for group in range(1, NUM_GROUPS + 1):
             for clip in range(1, cfg.clips_per_group + 1):
-                specs.append(VideoSpec(f"UCF-101/{name}/v_{name}_g{group:02d}_c{clip:02d}.avi",
-                                       label, (cfg.seed, 0, label, group, clip)))
+                file = (f"{_source(label, group)}_{name}_f_cm_np1_fr_med_{clip - 1}.avi" if cfg.layout == "hmdb51"
+                        else f"v_{name}_g{group:02d}_c{clip:02d}.avi")
+                specs.append(VideoSpec(f"{folder}/{name}/{file}", label, (cfg.seed, 0, label, group, clip)))
     return specs
+
+
+def _source(label: int, group: int) -> str:
+    """An HMDB51-style source-movie name, unique per (class, group)."""
+    return f"Movie{label:02d}{group:02d}"
 
 
 def unlabeled_specs(cfg: SyntheticConfig) -> list[VideoSpec]:
@@ -466,8 +490,16 @@ def _crlf(lines: list[str]) -> bytes:
 def write_split_files(cfg: SyntheticConfig) -> None:
     lists = layout_for(cfg).lists_dir
     names = cfg.class_names
-    atomic_write_bytes(lists / "classInd.txt", _crlf([f"{i + 1} {n}" for i, n in enumerate(names)]))
     specs = labeled_specs(cfg)
+    if cfg.layout == "hmdb51":  # one file per class and fold: 1 train, 2 test (by group, as UCF101's)
+        assignments: dict[str, list] = {name: [] for name in names}
+        for spec in specs:
+            group = spec.seed_key[3]
+            ids = [2 if group in split_groups(split) else 1 for split in SPLITS]
+            assignments[names[spec.motion]].append((spec.relpath.rsplit("/", 1)[1], ids))
+        write_hmdb51_splits(lists, assignments)
+        return
+    atomic_write_bytes(lists / "classInd.txt", _crlf([f"{i + 1} {n}" for i, n in enumerate(names)]))
     for split in SPLITS:
         test_groups = set(split_groups(split))
         train, test = [], []
@@ -484,13 +516,17 @@ def write_split_files(cfg: SyntheticConfig) -> None:
 
 # ----------------------------------------------------------------------------- driver
 
+class SyntheticSetError(VideoDataError, ValueError):
+    """The root holds something this generator cannot reuse or replace (names the fix)."""
+
+
 def _read_stamp(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # none yet (or a bad root: mkdir will say)
         return None
     except (OSError, ValueError) as exc:
-        raise ValueError(f"unreadable synthetic-set stamp {path}: {exc}; delete it to regenerate") from exc
+        raise SyntheticSetError(f"unreadable synthetic-set stamp {path}: {exc}; delete it to regenerate") from exc
 
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticLayout:
@@ -510,7 +546,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticLayout:
     if stamp is None:
         present = [str(p) for p in ours if p.exists()]
         if present:
-            raise FileExistsError(f"{root} holds {', '.join(present)} but no {STAMP_NAME}: not a "
+            raise SyntheticSetError(f"{root} holds {', '.join(present)} but no {STAMP_NAME}: not a "
                                   f"synthetic set this generator wrote; choose another root")
     elif stamp.get("fingerprint") != cfg.fingerprint:
         for folder in ours:  # a different config: its videos are stale
