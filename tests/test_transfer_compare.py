@@ -47,8 +47,8 @@ def sweeps(tmp_path_factory):
     return {"root": root, "checkpoint": checkpoint, **done}
 
 
-DROPPED = {"original": ("linear-random-split2-f0.1-seed1", "linear-pretrained-split3-f1-seed0"),
-           "improved": ("linear-random-split1-f1-seed0",)}
+DROPPED = {"original": ("linear-random-split2-f0.1-sub1-seed1", "linear-pretrained-split3-f1-sub0-seed0"),
+           "improved": ("linear-random-split1-f1-sub0-seed0",)}
 
 
 def ledger_pairs(sweep: Path) -> dict[str, int]:
@@ -112,6 +112,21 @@ def test_every_number_is_the_sweeps_own(sweeps, tmp_path):
     assert "![" in md and "(comparison_accuracy.png)" in md and "(comparison_gain.png)" in md
     tex = (out / "comparison.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 2 and "original" in tex and "improved" in tex
+
+    # label efficiency: each sweep's curves over one shared label range, from its own table rows
+    from transfer.report.stats import label_efficiency
+    efficiency = read_csv(out / "comparison_efficiency.csv")
+    assert {r["sweep"] for r in efficiency} == {"original", "improved"}
+    assert {r["init"] for r in efficiency} == {"pretrained", "random"}
+    for label in ("original", "improved"):
+        own = [{**r, "labeled_per_class": float(r["labeled_per_class"]), "mean": float(r["mean"])}
+               for r in read_csv(sweeps[label] / "report" / "results.csv")]
+        for row in (r for r in efficiency if r["sweep"] == label):
+            spans = {row["protocol"]: (float(row["span_low"]), float(row["span_high"]))}
+            [want] = [w for w in label_efficiency(own, span=spans)
+                      if (w["protocol"], w["init"]) == (row["protocol"], row["init"])]
+            assert float(row["area"]) == pytest.approx(want["area"], abs=1e-5), row
+    assert "## Label efficiency" in md and "random init needs, to match at 1" in md
 
 
 def test_other_split_is_compared_with_a_note(sweeps, tmp_path):

@@ -154,3 +154,27 @@ def test_bad_exports_and_recipes(tmp_path):
                        ({"shift": -1}, "shift")]:
         with pytest.raises(ValueError, match=f"finetune.{match}"):
             FinetuneRecipe(**bad)
+
+
+def test_runtime_compile_reaches_every_forward(tmp_path, monkeypatch):
+    """runtime.compile=true compiles what runs on every batch: the fine-tune forward, the
+    evaluation forward and the feature extractor (torch.compile counted, not run: a first compile
+    takes over a minute on two cores; the GPU check times the real one)."""
+    from transfer.classifier import build_backbone
+    from transfer.features import FeatureSpec, extract_features
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    policy = DevicePolicy.create("cpu", compile=True)
+    export = load_export(write_tiny_export(tmp_path / "d.pt"))
+    model = build_classifier(export, "pretrained", 2)
+    recipe = FinetuneRecipe(iterations=2, batch_size=4, checkpoint_every=2, log_every=1)
+    finetune(model, ClipDataset(ArrayClips(), 16, sampling="random", seed=3), recipe, policy=policy,
+             workdir=tmp_path / "ft", seed=3, show_progress=False)
+    assert compiled == [model]
+    uniform = ClipDataset(ArrayClips(), 16, sampling="uniform", num_clips=2, items=[0, 1])
+    predict_videos(model, uniform, policy)
+    backbone = build_backbone(export, "pretrained")
+    extract_features(backbone, uniform, FeatureSpec(), policy)
+    assert compiled[1] is model and compiled[2] == backbone.forward_features
+    # the checkpoint keeps the plain model's keys, so a compiled cell resumes in an uncompiled one
+    assert set(load_checkpoint(tmp_path / "ft" / "ckpt" / "ckpt_00000002.pt")["model"]) == set(model.state_dict())

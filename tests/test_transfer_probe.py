@@ -6,8 +6,16 @@ import pytest
 
 from transfer.evaluate import evaluate_clip_scores
 from transfer.features import FeatureKey, FeatureSpec, cached_features
-from transfer.knn import knn_probe
-from transfer.probe import ProbeRecipe, choose_c, linear_probe
+from transfer.knn import fit_knn
+from transfer.probe import ProbeRecipe, choose_c, fit_linear_probe, flatten_clips, validation_folds
+
+
+def linear_probe(train, labels, test, classes, recipe, seed, groups=None):
+    return fit_linear_probe(train, labels, groups, classes, recipe, seed)
+
+
+def knn_probe(train, labels, test, classes, recipe, groups=None):
+    return fit_knn(train, labels, groups, classes, recipe)
 
 
 def key(**kw):
@@ -57,10 +65,11 @@ def blobs(videos_per_class, classes=4, clips=3, dims=8, seed=0, spread=0.3):
 def test_linear_probe_separable_and_cv_on_train_only():
     train, ytr = blobs(6)
     test, yte = blobs(5, seed=0)[0][:20], np.repeat(np.arange(4), 5)
-    out = linear_probe(train, ytr, test, 4, ProbeRecipe(c_grid=(0.01, 1.0), folds=3), seed=0)
-    assert out.info["cv_folds"] == 3 and set(out.info["cv_scores"]) == {"0.01", "1"}
-    assert evaluate_clip_scores(out.test_proba, yte, scores_are_probabilities=True)["video_acc"] == 1.0
-    assert np.allclose(out.test_proba.sum(-1), 1.0)
+    fitted = linear_probe(train, ytr, test, 4, ProbeRecipe(c_grid=(0.01, 1.0), folds=3), seed=0)
+    assert fitted.info["cv_folds"] == 3 and set(fitted.info["cv_scores"]) == {"0.01", "1"}
+    proba = fitted.predict_proba(test)
+    assert evaluate_clip_scores(proba, yte, scores_are_probabilities=True)["video_acc"] == 1.0
+    assert np.allclose(proba.sum(-1), 1.0)
 
 
 def test_one_video_per_class_falls_back_to_fixed_c():
@@ -68,6 +77,29 @@ def test_one_video_per_class_falls_back_to_fixed_c():
     recipe = ProbeRecipe(fallback_c=0.5)
     out = linear_probe(train, ytr, train, 4, recipe, seed=0)
     assert out.info["C"] == 0.5 and out.info["cv_folds"] == 0 and "smallest class" in out.info["reason"]
+
+
+def test_validation_folds_never_split_a_group():
+    """UCF101 groups (same actors, same scene) stay on one side of every validation fold."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 12)                       # 3 classes x 12 videos
+    groups = np.tile(np.repeat(np.arange(4), 3), 3) + 10 * np.repeat(np.arange(3), 12)  # 4 groups a class
+    x, y, row_groups = flatten_clips(rng.normal(size=(36, 2, 5)), labels, groups)
+    folds, reason = validation_folds(y, row_groups, 3, seed=0)
+    assert len(folds) == 3 and not reason
+    for train, held in folds:
+        assert not set(row_groups[train]) & set(row_groups[held])
+        assert set(y[held]) == {0, 1, 2}                        # stratified: every class validated
+    # a class with a single group: no honest fold
+    assert validation_folds(y, np.where(y == 0, 0, row_groups), 3, seed=0) == ([], "1 group(s) in the smallest class: no group-disjoint validation part")
+
+
+def test_knn_k_is_chosen_on_validation_folds():
+    train, ytr = blobs(6, spread=1.5)
+    fitted = fit_knn(train, ytr, np.arange(len(ytr)), 4, ProbeRecipe(knn_k=(1, 5, 15), folds=3))
+    assert fitted.info["cv_folds"] == 3 and set(fitted.info["cv_scores"]) == {"1", "5", "15"}
+    best = max(fitted.info["cv_scores"].items(), key=lambda kv: (kv[1], int(kv[0])))
+    assert fitted.k == int(best[0])
 
 
 def test_cv_groups_clips_of_a_video():
@@ -81,8 +113,8 @@ def test_cv_groups_clips_of_a_video():
 
 def test_knn_probe():
     train, ytr = blobs(4)
-    out = knn_probe(train, ytr, train, 4, ProbeRecipe(knn_k=3, train_clips=2))
-    assert evaluate_clip_scores(out.test_proba, ytr, scores_are_probabilities=True)["video_acc"] == 1.0
+    out = knn_probe(train, ytr, train, 4, ProbeRecipe(knn_k=(3,), train_clips=2))
+    assert evaluate_clip_scores(out.predict_proba(train), ytr, scores_are_probabilities=True)["video_acc"] == 1.0
 
 
 def test_knn_on_the_device_equals_scikit_learn():
@@ -91,15 +123,13 @@ def test_knn_on_the_device_equals_scikit_learn():
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import StandardScaler
 
-    from transfer.probe import flatten_clips
-
     rng = np.random.default_rng(0)
     train, labels, test = rng.normal(size=(30, 3, 16)), rng.integers(0, 4, 30), rng.normal(size=(10, 3, 16))
     test[0, 0] = train[2, 1]
-    out = knn_probe(train, labels, test, 5, ProbeRecipe(knn_k=5))
-    x, y, _ = flatten_clips(train, labels)
+    out = knn_probe(train, labels, test, 5, ProbeRecipe(knn_k=(5,)))
+    x, y = train.reshape(90, 16), np.repeat(labels, 3)
     scaler = StandardScaler().fit(x)
     model = KNeighborsClassifier(n_neighbors=5, metric="cosine", weights="distance").fit(scaler.transform(x), y)
     want = np.zeros((30, 5))
     want[:, model.classes_] = model.predict_proba(scaler.transform(test.reshape(30, 16)))
-    np.testing.assert_allclose(out.test_proba.reshape(30, 5), want, atol=1e-9)
+    np.testing.assert_allclose(out.predict_proba(test).reshape(30, 5), want, atol=1e-9)

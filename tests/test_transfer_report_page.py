@@ -165,7 +165,9 @@ def expected_results(entries: dict) -> dict[tuple, list[str]]:
         per_class = float(np.mean([r["labeled_per_class"] for r in results]))
         per_class_text = f"{per_class:.0f}" if per_class.is_integer() else f"{per_class:.1f}"
         rows[key] = [per_class_text, str(len(results)), f"{pct(v[0])} ± {pct(v[1])}", f"[{pct(v[2])}, {pct(v[3])}]",
-                     f"{pct(c[0])} ± {pct(c[1])}", f"[{pct(c[2])}, {pct(c[3])}]"]
+                     f"{pct(c[0])} ± {pct(c[1])}", f"[{pct(c[2])}, {pct(c[3])}]",
+                     pct(np.mean([r["video_top5"] for r in results])),
+                     pct(np.mean([r["mean_class_acc"] for r in results]))]
     return rows
 
 
@@ -291,7 +293,7 @@ def test_page_follows_the_ledger_when_it_changes(swept, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(swept["out"], out, ignore=shutil.ignore_patterns("cells", "features", "jobs"))
     plan = json.loads((out / "sweep.json").read_text())
-    dropped = [c for c in plan["cells"] if c.startswith("linear-pretrained-split1-f1-seed0")]
+    dropped = [c for c in plan["cells"] if c.startswith("linear-pretrained-split1-f1-sub0-seed0")]
     assert len(dropped) == 1
     (out / "ledger" / f"{dropped[0]}.json").unlink()
     (out / "report.md").unlink()

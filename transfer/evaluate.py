@@ -116,6 +116,7 @@ def predict_videos(model: nn.Module, dataset: ClipDataset, policy: DevicePolicy,
                         collate_fn=collate_clips, pin_memory=policy.pin_memory,
                         multiprocessing_context=loader_context(loader_workers),
                         generator=torch.Generator().manual_seed(0))
-    out = [clip_probabilities(model, clips, policy)
+    forward = policy.maybe_compile(model)
+    out = [clip_probabilities(forward, clips, policy)
            for clips, _ in progress(loader, desc="evaluate", unit="batch", disable=not show_progress)]
     return torch.cat(out).cpu().numpy()  # one copy back at the end: the device never waits on the host

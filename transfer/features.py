@@ -60,12 +60,15 @@ def pool(feature_map: torch.Tensor, pooling: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_batch(backbone: nn.Module, clips: torch.Tensor, spec: FeatureSpec, policy: DevicePolicy) -> torch.Tensor:
-    """Pooled features of a uint8 batch of videos (B, N, T, H, W, 3): float32 (B, N, D) on the device."""
+def extract_batch(backbone: nn.Module, clips: torch.Tensor, spec: FeatureSpec, policy: DevicePolicy,
+                  forward_features: Callable | None = None) -> torch.Tensor:
+    """Pooled features of a uint8 batch of videos (B, N, T, H, W, 3): float32 (B, N, D) on the device.
+    `forward_features` stands in for `backbone.forward_features` (a compiled one)."""
+    forward_features = forward_features or backbone.forward_features
     b, n = clips.shape[:2]
     x = to_model_input(policy.to(clips.flatten(0, 1)), channels_last=policy.channels_last)
     with policy.autocast():
-        maps = backbone.forward_features(x, spec.layer)
+        maps = forward_features(x, spec.layer)
     return pool(maps.float(), spec.pooling).reshape(b, n, -1)
 
 
@@ -78,7 +81,8 @@ def extract_features(backbone: nn.Module, dataset: ClipDataset, spec: FeatureSpe
                         num_workers=loader_workers, collate_fn=collate_clips, pin_memory=policy.pin_memory,
                         multiprocessing_context=loader_context(loader_workers),
                         generator=torch.Generator().manual_seed(0))
-    out = [extract_batch(backbone, clips, spec, policy)
+    forward_features = policy.maybe_compile(backbone.forward_features)
+    out = [extract_batch(backbone, clips, spec, policy, forward_features)
            for clips, _ in progress(loader, desc="features", unit="batch", disable=not show_progress)]
     return torch.cat(out).cpu().numpy()  # one copy back: features then move to the probes once
 

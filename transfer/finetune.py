@@ -168,7 +168,7 @@ def finetune(model: nn.Module, dataset: ClipDataset, recipe: FinetuneRecipe, *, 
     window = WindowMeans()
     step, resumed_from, last_loss = 0, None, torch.full((), float("nan"))
 
-    state = manager.load_latest(map_location=policy.device)
+    state = manager.load_latest()  # on the CPU: load_state_dict moves weights; RNG states stay CPU tensors
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -200,6 +200,7 @@ def finetune(model: nn.Module, dataset: ClipDataset, recipe: FinetuneRecipe, *, 
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=loader_workers, collate_fn=collate_clips,
                         pin_memory=policy.pin_memory, multiprocessing_context=loader_context(loader_workers),
                         generator=torch.Generator().manual_seed(seed))
+    forward = policy.maybe_compile(model)  # shares model's parameters; the checkpoint keeps model's keys
     preemption.install()
     model.train()
     bar = progress(total=recipe.iterations, initial=step, desc="fine-tune", unit="step", disable=not show_progress)
@@ -208,7 +209,7 @@ def finetune(model: nn.Module, dataset: ClipDataset, recipe: FinetuneRecipe, *, 
             if preemption.requested():
                 save()
                 preemption.hand_over()
-            last_loss = train_step(model, clips, labels, optimizer, scaler, policy, recipe, generator)
+            last_loss = train_step(forward, clips, labels, optimizer, scaler, policy, recipe, generator)
             scheduler.step()
             step += 1
             if ema is not None:

@@ -1,17 +1,22 @@
 """Linear probe (the paper's "logistic regression") on cached frozen features (k-NN: transfer.knn).
 
 Every clip of a labeled video (or `train_clips` evenly spaced ones) is one training sample.
-Features are standardised (statistics of the labeled subset only), then scikit-learn's `LogisticRegression` (multinomial by default in
-current scikit-learn; no deprecated `multi_class=`/`penalty=` arguments) is fit with C chosen by
-cross-validation on the labeled subset only: folds group the clips of one video together and
-are stratified by class. With fewer than two videos in some class there is no honest fold, so
-C falls back to `fallback_c` (recorded in the result). Test videos are scored by averaging the
-predicted class probabilities of their clips.
+Features are standardised (statistics of the labeled subset only), then scikit-learn's
+`LogisticRegression` (multinomial by default in current scikit-learn; no deprecated
+`multi_class=`/`penalty=` arguments) is fit with C chosen on validation parts of the labeled
+subset, never on the test set: `validation_folds` makes folds that are stratified by class and
+disjoint in groups (UCF101's gXX, HMDB51's source movie: the clips of one group, who share actors
+and scenes, never straddle a fold; videos without a group are their own group). With fewer than
+two groups in some class there is no honest fold, so C falls back to `fallback_c` (recorded in
+the result).
+
+Fitting and predicting are separate steps (`fit_linear_probe` returns a fitted probe; the
+caller loads the test features only after fitting), so no choice can see the test list.
 """
 from __future__ import annotations
 
 import warnings
-from collections import Counter
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -28,14 +33,17 @@ class ProbeRecipe:
     fallback_c: float = 0.1
     max_iter: int = 500
     tol: float = 1e-3
-    train_clips: int = 0    # clips per labeled video used for fitting (0 = all; evenly spaced)
-    knn_k: int = 10         # neighbours of the k-NN probe (transfer.knn)
+    train_clips: int = 0      # clips per labeled video used for fitting (0 = all; evenly spaced)
+    knn_k: tuple[int, ...] = (10,)  # neighbours of the k-NN probe (transfer.knn); several: chosen on validation
 
     def __post_init__(self):
         self.c_grid = tuple(float(c) for c in self.c_grid)
+        self.knn_k = tuple(int(k) for k in self.knn_k)
         if not self.c_grid or min(self.c_grid) <= 0:
             raise ValueError(f"probe.c_grid must be a non-empty list of positive numbers, got {list(self.c_grid)}")
-        for name in ("folds", "max_iter", "knn_k"):
+        if not self.knn_k or min(self.knn_k) < 1:
+            raise ValueError(f"probe.knn_k must be a non-empty list of integers >= 1, got {list(self.knn_k)}")
+        for name in ("folds", "max_iter"):
             if getattr(self, name) < 1:
                 raise ValueError(f"probe.{name} must be >= 1, got {getattr(self, name)}")
         if self.train_clips < 0 or self.fallback_c <= 0 or self.tol <= 0:
@@ -43,15 +51,41 @@ class ProbeRecipe:
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        out["c_grid"] = list(self.c_grid)
+        out["c_grid"], out["knn_k"] = list(self.c_grid), list(self.knn_k)
         return out
 
 
-def flatten_clips(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(videos, clips, dims) -> clip rows, clip labels, video id per row."""
+def flatten_clips(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(videos, clips, dims) -> clip rows, clip labels, and each row's group: the video's group
+    when it has one (>= 0), else a group of its own."""
     videos, clips, dims = features.shape
-    return (features.reshape(videos * clips, dims), np.repeat(labels, clips),
-            np.repeat(np.arange(videos), clips))
+    own = np.arange(videos) + 1_000_000  # never equal to a real group id
+    video_groups = own if groups is None else np.where(np.asarray(groups) >= 0, np.asarray(groups), own)
+    return features.reshape(videos * clips, dims), np.repeat(labels, clips), np.repeat(video_groups, clips)
+
+
+def subsample_clips(features: np.ndarray, count: int) -> np.ndarray:
+    """Keep `count` evenly spaced clips of each video (fitting cost grows with the rows)."""
+    clips = features.shape[1]
+    if count <= 0 or count >= clips:
+        return features
+    keep = np.unique(np.linspace(0, clips - 1, count).round().astype(int))
+    return features[:, keep]
+
+
+def validation_folds(y: np.ndarray, groups: np.ndarray, wanted: int, seed: int) -> tuple[list, str]:
+    """Group-disjoint, class-stratified folds of the labeled rows: (list of (train, held) index
+    arrays, reason). No folds (and the reason) when some class has fewer than two groups."""
+    groups_per_class: dict[int, set] = defaultdict(set)
+    for label, group in zip(y.tolist(), groups.tolist()):
+        groups_per_class[label].add(group)
+    fewest = min(len(g) for g in groups_per_class.values())
+    folds = min(wanted, fewest)
+    if folds < 2:
+        return [], f"{fewest} group(s) in the smallest class: no group-disjoint validation part"
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, groups)), ""
 
 
 def full_proba(model, x: np.ndarray, num_classes: int) -> np.ndarray:
@@ -64,24 +98,12 @@ def _logistic(c: float, recipe: ProbeRecipe, seed: int) -> LogisticRegression:
     return LogisticRegression(C=c, max_iter=recipe.max_iter, tol=recipe.tol, random_state=seed)
 
 
-def subsample_clips(features: np.ndarray, count: int) -> np.ndarray:
-    """Keep `count` evenly spaced clips of each video (fitting cost grows with the rows)."""
-    clips = features.shape[1]
-    if count <= 0 or count >= clips:
-        return features
-    keep = np.unique(np.linspace(0, clips - 1, count).round().astype(int))
-    return features[:, keep]
-
-
 def choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: ProbeRecipe, seed: int) -> dict:
-    """C with the best mean held-out clip accuracy over grouped, stratified folds."""
-    per_class = Counter(y[np.unique(groups, return_index=True)[1]].tolist())
-    folds = min(recipe.folds, min(per_class.values()))
-    if folds < 2 or len(recipe.c_grid) == 1:
-        return {"C": recipe.fallback_c if folds < 2 else recipe.c_grid[0], "cv_folds": 0,
-                "cv_scores": {}, "reason": f"{min(per_class.values())} video(s) in the smallest class"}
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(splitter.split(x, y, groups))
+    """C with the best mean validation clip accuracy over group-disjoint, stratified folds."""
+    splits, reason = validation_folds(y, groups, recipe.folds, seed)
+    if not splits or len(recipe.c_grid) == 1:
+        return {"C": recipe.fallback_c if not splits else recipe.c_grid[0], "cv_folds": 0, "cv_scores": {},
+                "reason": reason or "one C in the grid"}
     scores = {}
     for c in recipe.c_grid:
         accs = []
@@ -91,25 +113,34 @@ def choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: ProbeReci
             accs.append(float((model.predict(scaler.transform(x[held])) == y[held]).mean()))
         scores[c] = float(np.mean(accs))
     best = max(recipe.c_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regulariser
-    return {"C": best, "cv_folds": folds, "cv_scores": {f"{c:g}": s for c, s in scores.items()}}
+    return {"C": best, "cv_folds": len(splits), "cv_scores": {f"{c:g}": s for c, s in scores.items()}}
 
 
 @dataclass
-class ProbeOutput:
-    test_proba: np.ndarray          # (test videos, clips, classes)
+class FittedProbe:
+    """A probe fit on the labeled subset alone; `predict_proba` is the only step that sees test data."""
+    scaler: StandardScaler
+    model: object
+    num_classes: int
     info: dict = field(default_factory=dict)
 
+    def predict_proba(self, test_features: np.ndarray) -> np.ndarray:
+        """(test videos, clips, dims) -> class probabilities (test videos, clips, classes)."""
+        videos, clips, dims = test_features.shape
+        proba = full_proba(self.model, self.scaler.transform(test_features.reshape(videos * clips, dims)),
+                           self.num_classes)
+        return proba.reshape(videos, clips, self.num_classes)
 
-def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
-                 num_classes: int, recipe: ProbeRecipe, seed: int) -> ProbeOutput:
-    x, y, groups = flatten_clips(subsample_clips(train_features, recipe.train_clips), np.asarray(train_labels))
+
+def fit_linear_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, num_classes: int,
+                     recipe: ProbeRecipe, seed: int) -> FittedProbe:
+    x, y, row_groups = flatten_clips(subsample_clips(features, recipe.train_clips), np.asarray(labels), groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        chosen = choose_c(x, y, groups, recipe, seed)
+        chosen = choose_c(x, y, row_groups, recipe, seed)
         scaler = StandardScaler().fit(x)
         model = _logistic(chosen["C"], recipe, seed).fit(scaler.transform(x), y)
-    videos, clips, dims = test_features.shape
-    proba = full_proba(model, scaler.transform(test_features.reshape(videos * clips, dims)), num_classes)
     train_acc = float((model.predict(scaler.transform(x)) == y).mean())
-    return ProbeOutput(proba.reshape(videos, clips, num_classes),
-                       {**chosen, "train_clip_acc": train_acc, "feature_dims": int(dims)})
+    return FittedProbe(scaler, model, num_classes,
+                       {**chosen, "train_clip_acc": train_acc, "feature_dims": int(features.shape[2]),
+                        "selection": "C on group-disjoint validation folds of the labeled subset"})

@@ -30,14 +30,26 @@ def parse_args(argv: Sequence[str] | None = None):
     p.add_argument("--fractions", type=comma_list(float, "fractions"), default=(0.01, 0.1, 1.0),
                    help="label fractions per class, in (0, 1]")
     p.add_argument("--per-class", type=comma_list(int, "counts"), default=(), help="labeled videos per class (instead of fractions)")
-    p.add_argument("--seeds", type=comma_list(int, "seeds"), default=(0, 1))
+    p.add_argument("--seeds", type=comma_list(int, "seeds"), default=(0, 1),
+                   help="training seeds (head init, batch order, augmentation)")
+    p.add_argument("--subset-seeds", type=comma_list(int, "seeds"), default=(),
+                   help="labeled-subset draws, crossed with --seeds (default: each seed draws its own subset)")
+    p.add_argument("--subset-list", action="append", default=[], metavar="NAME=PATH",
+                   help="a subset list of your own (e.g. a published 5%% list), run beside the draws; repeatable")
     p.add_argument("--splits", type=comma_list(int, "splits"), default=(1,))
     p.add_argument("--inits", type=comma_list(str, "inits"), default=("pretrained", "random"))
     p.add_argument("--protocols", type=comma_list(str, "protocols"), default=("finetune", "linear"),
                    help="finetune,linear,knn")
-    p.add_argument("--checkpoint", default=None, help="discriminator.pt (default: <output-root>/pretrain/LATEST)")
-    p.add_argument("--data", default="synthetic", choices=("synthetic", "ucf101"))
-    p.add_argument("--root", default=None, help="data root (synthetic: where to generate it)")
+    p.add_argument("--checkpoint", default=None,
+                   help="discriminator.pt (default: <output-root>/pretrain/LATEST), or torchvision:NAME[=WEIGHTS] "
+                        "for torchvision's r3d_18, mc3_18, r2plus1d_18 (fresh init, or a state_dict file)")
+    p.add_argument("--data", default="synthetic", choices=("synthetic", "ucf101", "hmdb51"))
+    p.add_argument("--root", default=None, help="data root: synthetic: where to generate it; ucf101: holds "
+                   "UCF-101/ and ucfTrainTestlist/; hmdb51: holds hmdb51/ and testTrainMulti_7030_splits/")
+    p.add_argument("--on-leak", default="error", choices=("error", "warn"),
+                   help="when the checkpoint's pretraining videos overlap a test list (the leakage audit)")
+    p.add_argument("--trajectory", action="store_true",
+                   help="probe every snapshot of the checkpoint's pretraining run on validation and use the best")
     p.add_argument("--recipe", default="demo", help=f"transfer/conf/recipe/<name>.yaml ({', '.join(known_recipes())}) or a path")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (the recipe's runtime.device)")
     p.add_argument("--executor", default="local", choices=("local", "slurm", "debug"))
@@ -57,7 +69,9 @@ def parse_args(argv: Sequence[str] | None = None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = tuple(args.overrides) + ((f"runtime.device={args.device}",) if args.device else ())
-    spec = SweepSpec(fractions=args.fractions, per_class=args.per_class, seeds=args.seeds, splits=args.splits,
+    spec = SweepSpec(fractions=args.fractions, per_class=args.per_class, seeds=args.seeds,
+                     subset_seeds=args.subset_seeds, subset_lists=tuple(args.subset_list), splits=args.splits,
+                     on_leak=args.on_leak, trajectory=args.trajectory,
                      inits=args.inits, protocols=args.protocols, checkpoint=args.checkpoint, data=args.data,
                      root=args.root, recipe=args.recipe, overrides=overrides, out=args.out,
                      output_root=args.output_root, executor=args.executor, cluster=args.cluster,

@@ -15,33 +15,40 @@ from pathlib import Path
 from runkit.atomic import atomic_write_text
 from transfer.report.figures import plot_accuracy, plot_relative_gain
 from transfer.report.page import write_report_page
-from transfer.report.stats import aggregate, current_entries, paired_differences
-from transfer.report.tables import PAIRED_HEAD, RESULTS_HEAD, paired_cells, results_cells, to_csv, to_latex, to_markdown
+from transfer.report.stats import aggregate, current_entries, paired_differences, run_values, variance_components
+from transfer.report.tables import (PAIRED_HEAD, RESULTS_HEAD, VARIANCE_HEAD, paired_cells, results_cells, to_csv,
+                                    to_latex, to_markdown, variance_cells)
 
 
 def write_report(sweep_dir: str | Path, metric: str = "video_acc", figures: bool = True) -> dict[str, Path]:
     """Regenerate every table (and figure) of a sweep from its ledger into `<sweep>/report/`:
-    `results.{csv,md,tex}`, `paired.{csv,md,tex}`, `accuracy_vs_labels.{png,pdf}`,
-    `relative_gain.{png,pdf}` (the paper's Fig. 4c). Returns the written paths."""
+    `results.{csv,md,tex}`, `paired.{csv,md,tex}`, `variance.{csv,md,tex}` (sources of variance),
+    `accuracy_vs_labels.{png,pdf}` (means, 95% CIs and every run), `relative_gain.{png,pdf}` (the
+    paper's Fig. 4c). Returns the written paths."""
     sweep_dir = Path(sweep_dir)
     entries = current_entries(sweep_dir)
     out = sweep_dir / "report"
     table = aggregate(entries, metric)
     paired = paired_differences(entries, metric)
+    variance = variance_components(entries, metric)
     caption = (f"{metric.replace('_', ' ')} on the test split: mean ± std and 95% t-interval over "
                f"seeds and splits.")
     written = {}
     for name, rows, head, cells, cap in (
             ("results", table, RESULTS_HEAD, results_cells, caption),
             ("paired", paired, PAIRED_HEAD, paired_cells,
-             f"Paired difference pretrained − random ({metric.replace('_', ' ')}), same split and seed.")):
+             f"Paired difference pretrained − random ({metric.replace('_', ' ')}), same split, subset and seed."),
+            ("variance", variance, VARIANCE_HEAD, variance_cells,
+             f"Sources of the spread of {metric.replace('_', ' ')} across runs: subset draw, training seed, split "
+             f"and the rest (method-of-moments estimates from a crossed design; — where the sweep did not cross "
+             f"subset draws with training seeds).")):
         body = [cells(r) for r in rows]
         for ext, text in (("csv", to_csv(rows)), ("md", to_markdown(head, body)), ("tex", to_latex(head, body, cap))):
             path = out / f"{name}.{ext}"
             atomic_write_text(path, text)
             written[f"{name}.{ext}"] = path
     if figures and table:
-        for path in plot_accuracy(table, out, metric) + plot_relative_gain(paired, out):
+        for path in plot_accuracy(table, out, metric, run_values(entries, metric)) + plot_relative_gain(paired, out):
             written[path.name] = path
     return written
 

@@ -11,6 +11,11 @@ that sweep's report; this module adds no statistics, it lays the sweeps side by 
 - `comparison_accuracy.{png,pdf}`: accuracy against labeled videos per class, one panel per
   protocol, colour = sweep, line style and marker = init;
 - `comparison_gain.{png,pdf}`: pretrained ÷ random, colour = sweep, marker and line style = protocol;
+- `comparison_efficiency.csv` (and a table in `comparison.md`): label efficiency of each curve: its mean
+  accuracy over log labels across the range every compared curve measured (the area under the
+  curve, normalised), and "label equivalence": how many labeled videos per class random init
+  needs to match a method at 1 and at 7 per class (log-linear interpolation between measured
+  points, `transfer.report.stats.label_efficiency`; never extrapolated);
 - `comparison.md` also says what was compared (checkpoint sha, recipe and the settings that differ,
   data, splits, seeds) and embeds the figures by relative path.
 
@@ -33,7 +38,8 @@ from runkit.atomic import atomic_write_text
 from transfer.report.document import files, h, img, p, render_markdown, table
 from transfer.report.figures import (FIG_WIDTH_IN, accuracy_axes, draw_accuracy, draw_gain, pyplot, save_figure,
                                      style_axes)
-from transfer.report.stats import METRICS, ReportError, aggregate, current_entries, paired_differences
+from transfer.report.stats import (METRICS, ReportError, aggregate, current_entries, label_efficiency,
+                                   paired_differences, run_values)
 from transfer.report.tables import PAIRED_HEAD, RESULTS_HEAD, paired_cells, results_cells, to_csv, to_latex
 
 TEXT_WIDTH_IN = 6.9  # a figure* spanning both columns of a two-column paper
@@ -62,6 +68,7 @@ class ComparedSweep:
     table: list[dict]       # aggregate(...) of its current cells
     paired: list[dict]      # paired_differences(...)
     done: int
+    runs: dict = None       # run_values(...): every run's value, the dots beside the means
 
     @property
     def spec(self) -> dict:
@@ -122,7 +129,7 @@ def load_sweep(folder: str | Path, label: str, metric: str = "video_acc") -> Com
         table_rows, paired = aggregate(entries, metric), paired_differences(entries, metric)
     except KeyError as exc:
         raise CompareError(f"sweep {folder} ({label}): {exc.args[0]}") from exc
-    return ComparedSweep(label, folder, plan, table_rows, paired, done)
+    return ComparedSweep(label, folder, plan, table_rows, paired, done, run_values(entries, metric))
 
 
 def resolve_labels(folders: Sequence[str | Path], labels: Sequence[str] | None) -> list[str]:
@@ -225,8 +232,13 @@ def plot_comparison_accuracy(sweeps: Sequence[ComparedSweep], out: Path, metric:
                     by_init[row["init"]].append(row)
             lines += [(f"{sweep.label}, {init}", rows, {"color": f"C{i % 10}", **INIT_STYLE.get(init, {})})
                       for init, rows in sorted(by_init.items())]
-        draw_accuracy(ax, lines)
-        accuracy_axes(ax, everything)  # the same ticks and limits in every panel
+        for i, sweep in enumerate(sweeps):  # each sweep's lines with its own runs as dots
+            draw_accuracy(ax, [line for line in lines if line[2]["color"] == f"C{i % 10}"], sweep.runs)
+        all_runs: dict = defaultdict(list)
+        for sweep in sweeps:
+            for key, values in (sweep.runs or {}).items():
+                all_runs[key] += values
+        accuracy_axes(ax, everything, all_runs)  # the same ticks and limits in every panel
         if len(protocols) > 1:
             ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=8)
     axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (%)")
@@ -274,6 +286,45 @@ def _shared_legend(fig, axes, narrow: bool) -> None:
 
 # -------------------------------------------------------------------------------------- entry
 
+EFFICIENCY_AT = (1, 7)
+EFFICIENCY_HEAD = ["protocol", "sweep", "init", "mean over log labels (%)", "labels/class range",
+                   *(f"at {k} per class (%)" for k in EFFICIENCY_AT),
+                   *(f"random init needs, to match at {k}" for k in EFFICIENCY_AT)]
+
+
+def efficiency_rows(sweeps: Sequence[ComparedSweep]) -> list[dict]:
+    """label_efficiency of every sweep, over one label range per protocol: the range every
+    compared curve of that protocol measured, so the areas compare like with like."""
+    spans: dict[str, tuple[float, float]] = {}
+    for protocol in {r["protocol"] for s in sweeps for r in s.table}:
+        curves = [sorted(r["labeled_per_class"] for r in s.table if r["protocol"] == protocol and r["init"] == init)
+                  for s in sweeps for init in {r["init"] for r in s.table if r["protocol"] == protocol}]
+        curves = [c for c in curves if c]
+        spans[protocol] = (max(c[0] for c in curves), min(c[-1] for c in curves))
+    rows = [{"sweep": s.label, **row} for s in sweeps for row in label_efficiency(s.table, EFFICIENCY_AT, span=spans)]
+    order = {s.label: i for i, s in enumerate(sweeps)}
+    return sorted(rows, key=lambda r: (r["protocol"], r["init"] == "random", order[r["sweep"]], r["init"]))
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _labels(value, qualifier: str) -> str:
+    if value is None:
+        return "n/a"
+    return {"<=": f"≤ {value:.3g}", ">": f"> {value:.3g} (never, in range)"}.get(qualifier, f"{value:.3g}")
+
+
+def efficiency_cells(row: dict) -> list[str]:
+    equivalents = ["(the floor)" if row["init"] == "random" else
+                   _labels(row[f"random_labels_at_{k:g}"], row[f"random_labels_at_{k:g}_qualifier"])
+                   for k in EFFICIENCY_AT]
+    return [row["protocol"], row["sweep"], row["init"], _percent(row["area"]),
+            f"{row['span_low']:.3g}–{row['span_high']:.3g}",
+            *(_percent(row[f"accuracy_at_{k:g}"]) for k in EFFICIENCY_AT), *equivalents]
+
+
 def _sweeps_table(sweeps: Sequence[ComparedSweep], out: Path) -> list[list[str]]:
     rows = []
     for s in sweeps:
@@ -312,8 +363,10 @@ def compare_sweeps(folders: Sequence[str | Path], out: str | Path, labels: Seque
         atomic_write_text(out / filename, text)
         written[filename] = out / filename
 
+    efficiency = efficiency_rows(sweeps)
     write("comparison.csv", to_csv(results))
     write("comparison_gain.csv", to_csv(gains))
+    write("comparison_efficiency.csv", to_csv(efficiency))
     # the captions carry the short note: the details (paths, JSON) are not LaTeX-safe text
     short = f" {SHORT_NOTE} (other data, splits or test lists; see comparison.md)." if note else ""
     caption = (f"{name} on the test split per sweep: mean ± std and 95% t-interval over seeds and splits. "
@@ -353,11 +406,20 @@ def compare_sweeps(folders: Sequence[str | Path], out: str | Path, labels: Seque
         blocks += [p(f"Pretrained − random ({name}, in points) over the (split, seed) pairs where both inits "
                      "finished, its 95% Student-t interval and the ratio of the two means."),
                    table(GAIN_HEAD, _gain_body(gains))]
+    blocks += [h("Label efficiency"),
+               p(f"Each curve's mean {name} over log labeled videos per class across the range every compared "
+                 "curve measured (the area under the curve over log labels, divided by the range), its value "
+                 f"at {' and '.join(str(k) for k in EFFICIENCY_AT)} per class, and how many labeled videos per "
+                 "class the same sweep's random init needs to reach that value: log-linear between measured "
+                 "points, never extrapolated (≤: random init already matches it at its fewest labels; >: not "
+                 "within the measured range). Random init is the floor every method is read against."),
+               table(EFFICIENCY_HEAD, [efficiency_cells(r) for r in efficiency])]
     missing = [s.label for s in sweeps if not s.paired]
     if missing:
         blocks.append(p(f"No (split, seed) pair with both inits done in: {', '.join(missing)} (no gain row)."))
     blocks += [p("The same tables and figures for papers:"),
-               files([(n, n) for n in ("comparison.csv", "comparison_gain.csv", "comparison.tex",
+               files([(n, n) for n in ("comparison.csv", "comparison_gain.csv", "comparison_efficiency.csv",
+                                       "comparison.tex",
                                        "comparison_accuracy.pdf", "comparison_gain.pdf") if n in written])]
     write("comparison.md", render_markdown(blocks))
     return written

@@ -30,30 +30,41 @@ def pyplot():
     return plt
 
 
-def draw_accuracy(ax, lines: Sequence[tuple[str, list[dict], dict]]) -> None:
+RunValues = dict  # (protocol, init, rule) -> every run's value (stats.run_values)
+
+
+def draw_accuracy(ax, lines: Sequence[tuple[str, list[dict], dict]], runs: RunValues | None = None) -> None:
     """One line per (legend label, `aggregate` rows, errorbar style): the mean in % against labeled
-    videos per class, error bars the 95% CI."""
+    videos per class, error bars the 95% CI, and (with `runs`) every run as a small dot beside it."""
     for i, (label, rows, style) in enumerate(lines):
         rows = sorted(rows, key=lambda r: r["labeled_per_class"])
         # a small sideways offset per line (log axis) so error bars at one x do not hide each other
-        dodge = 1.0 + 0.025 * (i - (len(lines) - 1) / 2)
+        dodge = 1.0 + 0.04 * (i - (len(lines) - 1) / 2)
         xs = [r["labeled_per_class"] * dodge for r in rows]
         ys = [100 * r["mean"] for r in rows]
         err = [100 * (r["ci_high"] - r["ci_low"]) / 2 for r in rows]
-        ax.errorbar(xs, ys, yerr=err, markersize=3, linewidth=1, capsize=2, label=label, **style)
+        bars = ax.errorbar(xs, ys, yerr=err, markersize=3, linewidth=1, capsize=2, label=label, **style)
+        for x, row in zip(xs, rows):
+            values = (runs or {}).get((row["protocol"], row["init"], row["rule"]), [])
+            ax.scatter([x * 1.012] * len(values), [100 * v for v in values], s=4, alpha=0.55, linewidths=0,
+                       color=bars[0].get_color(), zorder=3)
 
 
-def accuracy_axes(ax, rows: list[dict]) -> None:
-    """Chance line(s), log x ticks at the rows' label counts and y limits that hold every interval."""
+def accuracy_axes(ax, rows: list[dict], runs: RunValues | None = None) -> None:
+    """Chance line(s), log x ticks at the rows' label counts, and y limits that hold every run (with
+    `runs`; a t-interval over few runs may then reach past the axes) or else every interval."""
     classes = sorted({r["num_classes"] for r in rows})
     chances = [100.0 / n for n in classes]
     for n, chance in zip(classes, chances):
         ax.axhline(chance, color="grey", linewidth=0.7, linestyle=":",
                    label="chance" if len(classes) == 1 else f"chance ({n} classes)")
     style_axes(ax, [r["labeled_per_class"] for r in rows])
-    # a t-interval over few runs can reach past 0 or 100; accuracy cannot
-    low = min([100 * r["ci_low"] for r in rows] + chances)
-    high = max([100 * r["ci_high"] for r in rows] + chances)
+    if runs:
+        values = [100 * v for r in rows for v in runs.get((r["protocol"], r["init"], r["rule"]), [])]
+        low, high = min(values + chances + [100 * r["mean"] for r in rows]), max(values + chances)
+    else:  # a t-interval over few runs can reach past 0 or 100; accuracy cannot
+        low = min([100 * r["ci_low"] for r in rows] + chances)
+        high = max([100 * r["ci_high"] for r in rows] + chances)
     ax.set_ylim(max(0.0, low - 3), min(100.0, high + 3))
 
 
@@ -74,7 +85,7 @@ def save_figure(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def plot_accuracy(table: list[dict], out: Path, metric: str) -> list[Path]:
+def plot_accuracy(table: list[dict], out: Path, metric: str, runs: RunValues | None = None) -> list[Path]:
     fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.4))
     lines: dict[tuple, list[dict]] = defaultdict(list)
     for row in table:
@@ -82,9 +93,9 @@ def plot_accuracy(table: list[dict], out: Path, metric: str) -> list[Path]:
     draw_accuracy(ax, [(f"{init} + {protocol}", rows,
                         {"marker": "o" if init == "pretrained" else "s",
                          "linestyle": "-" if init == "pretrained" else "--"})
-                       for (protocol, init), rows in sorted(lines.items())])
+                       for (protocol, init), rows in sorted(lines.items())], runs)
     if table:
-        accuracy_axes(ax, table)
+        accuracy_axes(ax, table, runs)
     ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
     ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()

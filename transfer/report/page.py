@@ -33,8 +33,8 @@ from runkit.atomic import atomic_write_bytes, atomic_write_text
 from runkit.machine import describe_machine
 from transfer.ledger import Ledger
 from transfer.report.document import Block, code, files, h, img, p, render_html, render_markdown, table, ul
-from transfer.report.stats import ReportError, aggregate, current_entries, paired_differences
-from transfer.report.tables import PAIRED_HEAD, count, paired_cells, pct
+from transfer.report.stats import ReportError, aggregate, current_entries, paired_differences, variance_components
+from transfer.report.tables import PAIRED_HEAD, VARIANCE_HEAD, count, paired_cells, pct, variance_cells
 from transfer.subsets import SubsetRule
 
 PACKAGES = ("torch", "torchvision", "timm", "av", "scikit-learn", "submitit", "hydra-core", "numpy",
@@ -49,7 +49,7 @@ CI_TEXT = ("95% two-sided Student-t interval over the n runs (splits × seeds) o
 def results_head(metric: str) -> list[str]:
     name = "video acc" if metric == "video_acc" else metric.replace("_", " ")
     return ["protocol", "labels", "labeled/class", "init", "n", f"{name} % (mean ± std)", f"{name} 95% CI",
-            "clip acc % (mean ± std)", "clip 95% CI"]
+            "clip acc % (mean ± std)", "clip 95% CI", "video top-5 % (mean)", "mean-class % (mean)"]
 
 
 PER_CELL_HEAD = ["cell", "labeled videos", "video acc %", "clip acc %", "seconds"]
@@ -181,37 +181,130 @@ def _results(sweep_dir: Path, entries: list[dict], metric: str) -> list[Block]:
         if (sweep_dir / ASSETS / f"{stem}.png").is_file():
             figures.append(img(f"{ASSETS}/{stem}.png", alt))
     if figures:
-        blocks.append(p(f"{metric.replace('_', ' ').capitalize()} (mean, error bars the 95% CI) against labeled videos "
-                        "per class (log axis); below it, the pretrained mean over the random-init mean on the "
-                        "(split, seed) pairs both finished, per protocol."))
+        blocks.append(p(f"{metric.replace('_', ' ').capitalize()} (mean, error bars the 95% CI, dots every run) against "
+                        "labeled videos per class (log axis); below it, the pretrained mean over the random-init mean "
+                        "on the runs both finished, per protocol."))
         blocks += figures
     video = aggregate(entries, metric)
-    clip_recorded = all("clip_acc" in e["result"] for e in done)
-    clip = {(r["protocol"], r["init"], r["rule"]): r for r in aggregate(entries, "clip_acc")} if clip_recorded else {}
+    extra = {}
+    for name in ("clip_acc", "video_top5", "mean_class_acc"):
+        if all(name in e["result"] for e in done):
+            extra[name] = {(r["protocol"], r["init"], r["rule"]): r for r in aggregate(entries, name)}
     rows = []
     for r in sorted(video, key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"], r["init"])):
-        c = clip.get((r["protocol"], r["init"], r["rule"]))
+        key = (r["protocol"], r["init"], r["rule"])
+        c, top5, mc = (extra.get(n, {}).get(key) for n in ("clip_acc", "video_top5", "mean_class_acc"))
         rows.append([r["protocol"], r["rule"], count(r['labeled_per_class']), r["init"], str(r["n"]),
                      f"{pct(r['mean'])} ± {pct(r['std'])}", f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
                      f"{pct(c['mean'])} ± {pct(c['std'])}" if c else "not recorded",
-                     f"[{pct(c['ci_low'])}, {pct(c['ci_high'])}]" if c else "—"])
+                     f"[{pct(c['ci_low'])}, {pct(c['ci_high'])}]" if c else "—",
+                     pct(top5["mean"]) if top5 else "—", pct(mc["mean"]) if mc else "—"])
     blocks += [p(f"Test accuracy in %. Video level: the softmax of every test clip of a video averaged "
-                 f"({metric.replace('_', ' ')}); clip level: each clip alone. Mean ± sample std and the "
-                 f"{CI_TEXT}."), table(results_head(metric), rows)]
+                 f"({metric.replace('_', ' ')}); clip level: each clip alone; top-5 and mean-class accuracy at the "
+                 f"video level. Mean ± sample std and the {CI_TEXT}."), table(results_head(metric), rows)]
     paired = paired_differences(entries, metric)
     if paired:
         blocks += [p(f"Gain pretrained − random ({metric.replace('_', ' ')}, in points): the paired "
-                     "difference over the (split, seed) pairs where both inits finished, its 95% "
-                     "Student-t interval, and the ratio of the two means."),
+                     "difference over the runs (same split, subset and training seed) where both inits "
+                     "finished, its 95% Student-t interval, and the ratio of the two means."),
                    table(PAIRED_HEAD, [paired_cells(r) for r in paired])]
     else:
         blocks.append(p("No (split, seed) pair has both inits done: no gain to show."))
-    tables = [(f"{name}.{ext}", f"{ASSETS}/{name}.{ext}") for name in ("results", "paired")
+    blocks += _variance(entries, metric)
+    tables = [(f"{name}.{ext}", f"{ASSETS}/{name}.{ext}") for name in ("results", "paired", "variance")
               for ext in ("csv", "md", "tex") if (sweep_dir / ASSETS / f"{name}.{ext}").is_file()]
     tables += [(f"{stem}.pdf", f"{ASSETS}/{stem}.pdf") for stem in ("accuracy_vs_labels", "relative_gain")
                if (sweep_dir / ASSETS / f"{stem}.pdf").is_file()]
     if tables:
         blocks += [p("The same tables and figures for papers:"), files(tables)]
+    return blocks
+
+
+def _variance(entries: list[dict], metric: str) -> list[Block]:
+    rows = variance_components(entries, metric)
+    blocks = [h("Sources of variance", 3)]
+    if any(r["separable"] for r in rows):
+        blocks.append(p("How much of the spread across runs comes from the labeled subset that was drawn, from the "
+                        "training seed, from the split, and from the rest (their interaction and noise): "
+                        "method-of-moments estimates of a crossed design (every subset draw trained with every "
+                        "seed, within each split), as shares of the total, and the total's std in points."))
+    else:
+        blocks.append(p("This sweep did not cross subset draws with training seeds (each seed drew its own subset, "
+                        "or the subsets came from a list), so their shares cannot be told apart: run with "
+                        "`--subset-seeds` to separate them. The total std across runs, in points:"))
+    return blocks + [table(VARIANCE_HEAD, [variance_cells(r) for r in rows])]
+
+
+def _protocol(entries: list[dict], plan: dict) -> list[Block]:
+    """The protocol card: what every number above means, from the cells' own records."""
+    done = [e for e in entries if e["status"] == "done"]
+    cards = [e["result"]["protocol"] for e in done if "protocol" in e["result"]]
+    blocks = [h("Protocol card")]
+    if not cards:
+        return blocks + [p("No done cell recorded its protocol.")]
+    spec = plan.get("spec", {})
+    sources = sorted({c["subset_source"].split(" ")[0] + (" list" if c["subset_seed"] < 0 else "") for c in cards})
+    selections = sorted({(e["cell"]["protocol"], e["result"]["protocol"]["selection"]) for e in done
+                         if "protocol" in e["result"]})
+    items = [f"splits: {', '.join(str(s) for s in sorted({c['split'] for c in cards}))} "
+             f"(dataset {spec.get('data', '?')}; official split lists)",
+             "labeled subsets: " + ("nested per-class draws from the split's training list, seeds "
+                                    + ", ".join(str(s) for s in sorted({c['subset_seed'] for c in cards if c['subset_seed'] >= 0}))
+                                    if "seeded" in sources else "")
+             + ("; " if len(sources) > 1 else "")
+             + (", ".join(sorted({c["subset"][5:] for c in cards if c["subset_seed"] < 0})) + " (user's lists)"
+                if any(c["subset_seed"] < 0 for c in cards) else ""),
+             "training seeds: " + ", ".join(str(s) for s in sorted({c["training_seed"] for c in cards}))
+             + ("; crossed with every subset draw" if plan.get("crossed") else "; each seed drew its own subset"),
+             "stabilised videos: " + "; ".join(sorted({c.get("stabilised", "not recorded") for c in cards})),
+             "test clips per video: " + ", ".join(str(n) for n in sorted({c["test_clips"] for c in cards}))
+             + ", " + "; ".join(sorted({c["test_clips_from"] for c in cards})),
+             "metrics: " + cards[0]["metric"],
+             "choices made from data, per protocol: " + "; ".join(f"{prot}: {sel}" for prot, sel in selections),
+             "the test list is read only for each cell's final evaluation, after its training and choices; the "
+             "multi-clip protocol over the whole video is this suite's own (the original code has no evaluation script)"]
+    return blocks + [ul(items)]
+
+
+def _trajectory(sweep_dir: Path) -> list[Block]:
+    """The checkpoint trajectory, when the sweep chose its checkpoint by one (--trajectory)."""
+    path = sweep_dir / "trajectory.json"
+    if not path.is_file():
+        return []
+    result = json.loads(path.read_text())
+    blocks = [h("Checkpoint trajectory"),
+              p(f"Every snapshot of the pretraining run `{result['run']}` probed on validation parts of the first "
+                f"split's training list (never the test list): {result['criterion']}. Selected: step "
+                f"{result['selected_step']} (`{result['selected']}`); every cell above uses it.")]
+    if (sweep_dir / ASSETS / "trajectory.png").is_file():
+        blocks.append(img(f"{ASSETS}/trajectory.png", "validation accuracy against pretraining step"))
+    rows = [[str(r["step"]), pct(r["linear_val_acc"]), pct(r["knn_val_acc"]), str(r["folds"]), r["sha256"][:12]]
+            for r in result["rows"]]
+    return blocks + [table(["step", "linear probe val %", "k-NN val %", "folds", "sha256"], rows)]
+
+
+def _audit(sweep_dir: Path, plan: dict) -> list[Block]:
+    """The leakage audit of the checkpoint's pretraining pool against this sweep's test lists,
+    and the pretraining run's own audit when it ran one."""
+    blocks = [h("Leakage audit")]
+    audit = plan.get("audit")
+    if not audit:
+        return blocks + [p("This sweep was planned before the leakage audit existed: not checked.")]
+    verdict = "clean" if audit.get("clean") else "OVERLAP"
+    blocks.append(p(f"Pretraining pool against this sweep's test lists (by path, by content hash and, for "
+                    f"UCF101, by test group gXX of each split): **{verdict}**: {audit['summary']}."))
+    run_audit = Path(plan.get("checkpoint", "")).parent / "audit.json"
+    if run_audit.is_file():
+        try:
+            before = json.loads(run_audit.read_text())
+            blocks.append(p(f"Before pretraining (`data.audit`), the run checked its pool against "
+                            f"{before.get('target', '?')}: {before.get('summary', '?')}."))
+        except (OSError, ValueError):
+            blocks.append(p(f"`{run_audit}` cannot be read."))
+    leaks = audit.get("leaks") or []
+    if leaks:
+        blocks.append(table(["kind", "split", "pretraining video", "test video"],
+                            [[leak["kind"], str(leak["split"]), leak["pool"], leak["test"]] for leak in leaks[:20]]))
     return blocks
 
 
@@ -369,6 +462,9 @@ def build_page(sweep_dir: str | Path, metric: str = "video_acc", *, env: dict | 
                f"pretraining run's `metrics.csv`.")]
             + _headline(sweep_dir, plan, entries, env or environment(), now)
             + _results(sweep_dir, entries, metric)
+            + _protocol(entries, plan)
+            + _audit(sweep_dir, plan)
+            + _trajectory(sweep_dir)
             + _pretraining(sweep_dir, plan)
             + _ledger(sweep_dir, plan, entries)
             + _manifests(sweep_dir, plan, entries)

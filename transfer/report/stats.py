@@ -1,9 +1,13 @@
 """Statistics from ledger entries: one place for every number the reports show.
 
-Aggregation runs over seeds and splits: per (protocol, init, labels) the mean, the sample std and
-a 95% confidence interval from the t-distribution; per (protocol, labels) the paired difference
-pretrained - random over the (split, seed) pairs both inits finished, with its own t-interval.
-`current_entries` reads a sweep folder's ledger, keeping only the cells of its current plan.
+A run is one cell: (split, subset draw, training seed). Aggregation runs over the runs of a
+(protocol, init, labels) row: the mean, the sample std and a 95% confidence interval from the
+t-distribution; per (protocol, labels) the paired difference pretrained - random over the runs
+both inits finished (same split, subset and seed), with its own t-interval. `variance_components`
+splits a row's spread into its sources (split, subset draw, training seed) when the sweep crossed
+subset draws with training seeds. `current_entries` reads a sweep folder's ledger, keeping only
+the cells of its current plan. `label_efficiency` summarises whole curves: the area under
+accuracy over log labels, and how many labels random init needs to match a method.
 """
 from __future__ import annotations
 
@@ -58,10 +62,23 @@ def result_rows(entries: Iterable[dict], metric: str) -> list[dict]:
         if metric not in result:
             raise KeyError(f"ledger entry {entry['cell_id']} has no metric {metric!r}")
         rows.append({"protocol": cell["protocol"], "init": cell["init"], "split": cell["split"],
-                     "seed": cell["seed"], "rule": cell["rule_tag"], "rule_value": cell["rule_value"],
+                     "subset_seed": cell.get("subset_seed", cell["seed"]), "seed": cell["seed"],
+                     "rule": cell["rule_tag"], "rule_value": cell["rule_value"],
                      "per_class": float(result["labeled_per_class"]),
-                     "num_classes": int(result["num_classes"]), "value": float(result[metric])})
+                     "num_classes": int(result["num_classes"]), "value": float(result[metric]),
+                     "test_clips": int(result.get("clips_per_video", 0))})
     return rows
+
+
+def _listing(values) -> str:
+    return ",".join(str(v) for v in sorted(set(values)))
+
+
+def _subsets(rows: list[dict]) -> str:
+    """Where a row's labeled subsets came from, for its protocol card."""
+    if rows[0]["rule"].startswith("list-"):
+        return f"list {rows[0]['rule'][5:]}"
+    return f"draws {_listing(r['subset_seed'] for r in rows)}"
 
 
 def aggregate(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
@@ -75,20 +92,32 @@ def aggregate(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
         table.append({"protocol": protocol, "init": init, "rule": rule,
                       "labeled_per_class": float(np.mean([r["per_class"] for r in rows])),
                       "num_classes": rows[0]["num_classes"], "n": summary.n, "mean": summary.mean,
-                      "std": summary.std, "ci_low": summary.ci_low, "ci_high": summary.ci_high})
+                      "std": summary.std, "ci_low": summary.ci_low, "ci_high": summary.ci_high,
+                      "splits": _listing(r["split"] for r in rows), "subsets": _subsets(rows),
+                      "seeds": _listing(r["seed"] for r in rows),
+                      "test_clips": _listing(r["test_clips"] for r in rows)})
     return sorted(table, key=lambda r: (r["protocol"], r["init"], r["labeled_per_class"], r["rule"]))
+
+
+def run_values(entries: Iterable[dict], metric: str = "video_acc") -> dict[tuple, list[float]]:
+    """Every run's value per (protocol, init, rule): the dots beside a figure's means."""
+    out: dict[tuple, list[float]] = defaultdict(list)
+    for row in result_rows(entries, metric):
+        out[(row["protocol"], row["init"], row["rule"])].append(row["value"])
+    return dict(out)
 
 
 def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
                        treated: str = "pretrained", baseline: str = "random") -> list[dict]:
-    """Per (protocol, rule): treated − baseline over the (split, seed) pairs both finished."""
+    """Per (protocol, rule): treated − baseline over the runs (split, subset draw, training seed)
+    both inits finished."""
     values: dict[tuple, dict[str, float]] = defaultdict(dict)
     per_class: dict[tuple, list[float]] = defaultdict(list)
     for row in result_rows(entries, metric):
-        values[(row["protocol"], row["rule"], row["split"], row["seed"])][row["init"]] = row["value"]
+        values[(row["protocol"], row["rule"], row["split"], row["subset_seed"], row["seed"])][row["init"]] = row["value"]
         per_class[(row["protocol"], row["rule"])].append(row["per_class"])
     diffs: dict[tuple, list[tuple[float, float, float]]] = defaultdict(list)
-    for (protocol, rule, _split, _seed), by_init in values.items():
+    for (protocol, rule, _split, _subset, _seed), by_init in values.items():
         if treated in by_init and baseline in by_init:
             diffs[(protocol, rule)].append((by_init[treated] - by_init[baseline],
                                             by_init[treated], by_init[baseline]))
@@ -104,6 +133,133 @@ def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
                       "ci_low": summary.ci_low, "ci_high": summary.ci_high,
                       "relative_gain": treated_mean / baseline_mean if baseline_mean > 0 else float("nan")})
     return sorted(table, key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"]))
+
+
+def _two_way(grid: np.ndarray) -> tuple[float, float, float]:
+    """Method-of-moments variance components of a complete (subset draws x training seeds) grid
+    with one run per cell: (subset, seed, residual incl. their interaction), each >= 0."""
+    s, r = grid.shape
+    mean = grid.mean()
+    rows, cols = grid.mean(axis=1), grid.mean(axis=0)
+    ms_rows = r * ((rows - mean) ** 2).sum() / (s - 1)
+    ms_cols = s * ((cols - mean) ** 2).sum() / (r - 1)
+    ms_resid = ((grid - rows[:, None] - cols[None, :] + mean) ** 2).sum() / ((s - 1) * (r - 1))
+    return max(0.0, (ms_rows - ms_resid) / r), max(0.0, (ms_cols - ms_resid) / s), float(ms_resid)
+
+
+def variance_components(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
+    """Per (protocol, init, rule): how much of the runs' variance comes from the subset draw, the
+    training seed, the split and the rest (their interaction and noise), from a complete cross of
+    subset draws and training seeds within each split (at least 2 x 2). Rows whose runs do not
+    cross the two (one seed drew both, or a user's list) say so instead of inventing a split."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in result_rows(entries, metric):
+        groups[(row["protocol"], row["init"], row["rule"])].append(row)
+    table = []
+    for (protocol, init, rule), rows in groups.items():
+        by_split: dict[int, dict[tuple, float]] = defaultdict(dict)
+        for row in rows:
+            by_split[row["split"]][(row["subset_seed"], row["seed"])] = row["value"]
+        components, split_means = [], []
+        for cells in by_split.values():
+            subsets, seeds = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
+            if len(subsets) < 2 or len(seeds) < 2 or len(cells) != len(subsets) * len(seeds):
+                components = []
+                break
+            grid = np.array([[cells[(a, b)] for b in seeds] for a in subsets])
+            components.append((*_two_way(grid), len(subsets), len(seeds)))
+            split_means.append(grid.mean())
+        base = {"protocol": protocol, "init": init, "rule": rule,
+                "labeled_per_class": float(np.mean([r["per_class"] for r in rows])), "runs": len(rows),
+                "total_var": float(np.var([r["value"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
+        if not components:
+            table.append({**base, "separable": False, "subset_var": float("nan"), "seed_var": float("nan"),
+                          "split_var": float("nan"), "residual_var": float("nan")})
+            continue
+        subset_var, seed_var, resid_var = (float(np.mean([c[i] for c in components])) for i in range(3))
+        split_var = 0.0
+        if len(split_means) > 1:  # between-split variance beyond what the within-split terms explain
+            expected = float(np.mean([c[0] / c[3] + c[1] / c[4] + c[2] / (c[3] * c[4]) for c in components]))
+            split_var = max(0.0, float(np.var(split_means, ddof=1)) - expected)
+        table.append({**base, "separable": True, "subset_var": subset_var, "seed_var": seed_var,
+                      "split_var": split_var, "residual_var": resid_var})
+    return sorted(table, key=lambda r: (r["protocol"], r["init"], r["labeled_per_class"], r["rule"]))
+
+
+# --------------------------------------------------------------------- label efficiency
+# A curve is a row set's mean accuracy against labeled videos per class, piecewise linear in
+# log(labels) between the measured points (the axis every figure here uses); nothing is
+# extrapolated beyond the measured range.
+
+def curve(rows: Iterable[dict], protocol: str, init: str) -> list[tuple[float, float]]:
+    """(labeled per class, mean) of one protocol and init, in label order."""
+    return sorted((r["labeled_per_class"], r["mean"]) for r in rows if r["protocol"] == protocol and r["init"] == init)
+
+
+def value_at(points: Sequence[tuple[float, float]], labels: float) -> float | None:
+    """The curve at `labels` (log-linear between points); None outside the measured range."""
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= labels <= x1:
+            if x1 == x0:
+                return (y0 + y1) / 2
+            t = (math.log(labels) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    if len(points) == 1 and points[0][0] == labels:
+        return points[0][1]
+    return None
+
+
+def area_over_log_labels(points: Sequence[tuple[float, float]], low: float, high: float) -> float | None:
+    """Mean of the curve over log(labels) from `low` to `high` (the area under it divided by the
+    width, so it reads as an accuracy); None when the curve does not span the range."""
+    if not points or points[0][0] > low or points[-1][0] < high or high <= low:
+        return None
+    xs = sorted({low, high, *(x for x, _ in points if low < x < high)})
+    ys = np.array([value_at(points, x) for x in xs])
+    logs = np.log(xs)
+    return float(np.sum((ys[1:] + ys[:-1]) / 2 * np.diff(logs)) / (logs[-1] - logs[0]))
+
+
+def labels_to_reach(points: Sequence[tuple[float, float]], target: float) -> tuple[float | None, str]:
+    """The fewest labels per class at which the curve reaches `target`: (labels, "") where it
+    crosses it between measured points, (first point, "<=") if it starts at or above it, and
+    (last point, ">") if it never reaches it within the measured range."""
+    if not points:
+        return None, ""
+    if points[0][1] >= target:
+        return points[0][0], "<="
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if y0 < target <= y1:
+            t = (target - y0) / (y1 - y0)
+            return float(math.exp(math.log(x0) + t * (math.log(x1) - math.log(x0)))), ""
+    return points[-1][0], ">"
+
+
+def label_efficiency(table: Sequence[dict], at: Sequence[float] = (1, 7), baseline: str = "random",
+                     span: dict[str, tuple[float, float]] | None = None) -> list[dict]:
+    """Per (protocol, init) of an `aggregate` table: the mean accuracy over log labels across
+    `span[protocol]` (default: the labels every init of that protocol measured), and for each
+    K in `at`, the labels per class the baseline init needs to match this init's accuracy at K."""
+    out = []
+    for protocol in sorted({r["protocol"] for r in table}):
+        inits = sorted({r["init"] for r in table if r["protocol"] == protocol})
+        curves = {init: curve(table, protocol, init) for init in inits}
+        low = max(c[0][0] for c in curves.values())
+        high = min(c[-1][0] for c in curves.values())
+        if span and protocol in span:
+            low, high = span[protocol]
+        for init in inits:
+            row = {"protocol": protocol, "init": init, "span_low": low, "span_high": high,
+                   "area": area_over_log_labels(curves[init], low, high)}
+            for k in at:
+                accuracy = value_at(curves[init], k)
+                row[f"accuracy_at_{k:g}"] = accuracy
+                needed, qualifier = ((None, "") if accuracy is None or baseline not in curves
+                                     else labels_to_reach(curves[baseline], accuracy))
+                row[f"{baseline}_labels_at_{k:g}"] = needed
+                row[f"{baseline}_labels_at_{k:g}_qualifier"] = qualifier
+            out.append(row)
+    return out
 
 
 def current_entries(sweep_dir: Path) -> list[dict]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+
 
 def count(x: float) -> str:
     """Labeled videos per class: whole when every class got the same number, else the mean."""
@@ -27,7 +29,18 @@ def to_csv(rows: list[dict]) -> str:
 
 def results_cells(row: dict) -> list[str]:
     return [row["protocol"], row["init"], row["rule"], count(row['labeled_per_class']), str(row["n"]),
-            f"{pct(row['mean'])} ± {pct(row['std'])}", f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]"]
+            f"{pct(row['mean'])} ± {pct(row['std'])}", f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]",
+            row.get("splits", "?"), row.get("subsets", "?"), row.get("seeds", "?")]
+
+
+def variance_cells(row: dict) -> list[str]:
+    """A row of the variance-sources table: shares of the total in %, and the total's std."""
+    head = [row["protocol"], row["init"], row["rule"], count(row["labeled_per_class"]), str(row["runs"])]
+    if not row["separable"]:
+        return head + ["—"] * 4 + [pct(math.sqrt(row["total_var"]))]
+    parts = [row["subset_var"], row["seed_var"], row["split_var"], row["residual_var"]]
+    total = sum(parts)
+    return head + [f"{100 * v / total:.0f}" if total > 0 else "0" for v in parts] + [pct(math.sqrt(total))]
 
 
 def paired_cells(row: dict) -> list[str]:
@@ -36,7 +49,10 @@ def paired_cells(row: dict) -> list[str]:
             f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]", f"{row['relative_gain']:.2f}"]
 
 
-RESULTS_HEAD = ["protocol", "init", "labels", "labeled/class", "n", "acc % (mean ± std)", "95% CI"]
+RESULTS_HEAD = ["protocol", "init", "labels", "labeled/class", "n", "acc % (mean ± std)", "95% CI",
+                "splits", "subsets", "seeds"]
+VARIANCE_HEAD = ["protocol", "init", "labels", "labeled/class", "runs", "subset draw %", "training seed %",
+                 "split %", "rest %", "std (points)"]
 PAIRED_HEAD = ["protocol", "labels", "labeled/class", "pairs", "pretrained %", "random %",
                "Δ %", "95% CI of Δ", "ratio"]
 
@@ -49,9 +65,11 @@ def to_markdown(head: list[str], body: list[list[str]]) -> str:
 
 def to_latex(head: list[str], body: list[list[str]], caption: str, align: str | None = None) -> str:
     """A booktabs table; `align` the column spec (default: three text columns, the rest numbers)."""
+    special = {"\\": r"\textbackslash{}", "%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "$": r"\$",
+               "{": r"\{", "}": r"\}", "^": r"\^{}", "~": r"\~{}", "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---"}
+
     def esc(text: str) -> str:
-        return (text.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("_", r"\_")
-                .replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("&", r"\&"))
+        return "".join(special.get(ch, ch) for ch in text)
     align = align or "l" * 3 + "r" * (len(head) - 3)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + align + "}",
              r"\toprule", " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]

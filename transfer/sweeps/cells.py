@@ -31,12 +31,12 @@ from transfer.classifier import build_backbone, build_classifier
 from transfer.evaluate import evaluate_clip_scores, predict_videos, save_confusion
 from transfer.features import FeatureKey, FeatureSpec, cached_features, extract_features, relpaths_sha256
 from transfer.finetune import FinetuneRecipe, finetune
-from transfer.knn import knn_probe
+from transfer.knn import fit_knn
 from transfer.ledger import Ledger
-from transfer.probe import ProbeRecipe, linear_probe
+from transfer.probe import ProbeRecipe, fit_linear_probe
 from transfer.subsets import SubsetRule, read_manifest
 from transfer.sweeps.spec import FEATURE_PROTOCOLS, PROTOCOLS
-from videodata.cache import ClipCache
+from videodata.cache import REPORT_NAME, ClipCache
 from videodata.clips import ClipDataset
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ class Cell:
     split: int
     rule_tag: str
     rule_value: float
-    seed: int
+    subset_seed: int         # the draw of the labeled subset (-1: a user's list)
+    seed: int                # training randomness: head init, batch order, augmentation
     manifest: str            # relative to the sweep's out_dir
     manifest_sha256: str
     test_list: str           # relative to the sweep's out_dir
@@ -94,19 +95,20 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        return f"{self.protocol}-{self.init}-split{self.split}-{self.rule_tag}-seed{self.seed}-{self.key[:10]}"
+        subset = "" if self.subset_seed < 0 else f"-sub{self.subset_seed}"
+        return f"{self.protocol}-{self.init}-split{self.split}-{self.rule_tag}{subset}-seed{self.seed}-{self.key[:10]}"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def cell_key(ctx: SweepContext, protocol: str, init: str, split: int, rule: SubsetRule, seed: int,
+def cell_key(ctx: SweepContext, protocol: str, init: str, split: int, rule: SubsetRule, subset_seed: int, seed: int,
              manifest_sha256: str, test_sha256: str) -> str:
     """Everything that changes a cell's result: a changed recipe or checkpoint makes a new cell."""
     r = ctx.recipe
     recipe = r["finetune"] if protocol == "finetune" else {"probe": r["probe"], "features": r["features"]}
     blob = json.dumps({"protocol": protocol, "init": init, "split": split, "rule": rule.tag,
-                       "seed": seed, "manifest": manifest_sha256, "test": test_sha256,
+                       "subset_seed": subset_seed, "seed": seed, "manifest": manifest_sha256, "test": test_sha256,
                        "checkpoint": ctx.checkpoint_sha256, "data": ctx.data_key,
                        "clip": [ctx.frames, ctx.size], "recipe": recipe, "cache": r["cache"],
                        "precision": r["runtime"]["precision"]}, sort_keys=True)
@@ -116,12 +118,10 @@ def cell_key(ctx: SweepContext, protocol: str, init: str, split: int, rule: Subs
 # ------------------------------------------------------------------------------------- helpers
 
 def _indices(cache: ClipCache, relpaths, what: str) -> list[int]:
-    index = {record.relpath: i for i, record in enumerate(cache.records)}
-    missing = [r for r in relpaths if r not in index]
-    if missing:
-        raise KeyError(f"{len(missing)} videos of {what} are not in the clip cache {cache.folder} "
-                       f"(first: {missing[:3]})")
-    return [index[r] for r in relpaths]
+    try:
+        return cache.index_of(relpaths).tolist()
+    except KeyError as exc:
+        raise KeyError(f"videos of {what} are not in the clip cache {cache.folder}: {exc.args[0]}") from None
 
 
 def _load_manifest(ctx: SweepContext, relative: str, expected_sha: str | None = None):
@@ -137,18 +137,49 @@ def _labeled_per_class(labels) -> float:
     return float(counts[counts > 0].mean())
 
 
+def protocol_card(ctx: SweepContext, cell: Cell, test_clips: int, selection: str) -> dict:
+    """What a result means, recorded with it (the report's protocol card)."""
+    cache = ctx.recipe["cache"]
+    where = ("spread evenly over the whole video" if cache["eval_max_frames"] is None
+             else f"spread evenly over the first {cache['eval_max_frames']} cached frames")
+    if cache["eval_stride"] > 1:
+        where += f" (every {cache['eval_stride']}-th frame)"
+    return {"stabilised": _stabilised(ctx),"split": cell.split, "subset": cell.rule_tag,
+            "subset_source": "user's list" if cell.subset_seed < 0 else f"seeded draw {cell.subset_seed}",
+            "subset_seed": cell.subset_seed, "training_seed": cell.seed, "test_clips": test_clips,
+            "test_clips_from": where, "metric": "video-level accuracy (softmax of the clips averaged); "
+                                             "clip-level, top-5 and mean-class accuracy beside it",
+            "selection": selection}
+
+
+def _stabilised(ctx: SweepContext) -> str:
+    """Whether the labeled videos were stabilised, and how many could not be (kept as decoded)."""
+    if not ctx.recipe["cache"].get("stabilise"):
+        return "no"
+    report = json.loads((Path(ctx.eval_cache) / REPORT_NAME).read_text())
+    plain = len(report.get("unstabilised", []))
+    return f"yes; {plain} of {report['cached']} videos could not be and were kept as decoded"
+
+
 def _metrics_result(ctx: SweepContext, cell: Cell, probabilities: np.ndarray, test_labels, train_labels,
-                    extra: dict) -> dict:
+                    extra: dict, selection: str) -> dict:
     metrics = evaluate_clip_scores(probabilities, test_labels, scores_are_probabilities=True)
     confusion = metrics.pop("confusion")
     save_confusion(ctx.path(f"cells/{cell.cell_id}"), confusion, ctx.class_names)
     return {**metrics, "num_classes": len(ctx.class_names), "labeled_videos": len(train_labels),
             "labeled_per_class": _labeled_per_class(train_labels),
             "manifest_sha256": cell.manifest_sha256, "checkpoint_sha256": ctx.checkpoint_sha256,
-            "confusion_csv": f"cells/{cell.cell_id}/confusion.csv", **extra}
+            "confusion_csv": f"cells/{cell.cell_id}/confusion.csv",
+            "protocol": protocol_card(ctx, cell, probabilities.shape[1], selection), **extra}
 
 
 # ----------------------------------------------------------------------------------- protocols
+# The test list is read in one place, `_test_list`, and only after the cell's training and every
+# choice it makes (on validation parts of the labeled subset) are done.
+
+def _test_list(ctx: SweepContext, cell: Cell):
+    return _load_manifest(ctx, cell.test_list)
+
 
 def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     recipe = FinetuneRecipe(**ctx.recipe["finetune"])
@@ -157,20 +188,22 @@ def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     model = policy.module(build_classifier(load_export(ctx.checkpoint), cell.init, len(ctx.class_names),
                                            recipe.dropout))
     train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
-    test = _load_manifest(ctx, cell.test_list)
-    train_cache, eval_cache = ClipCache.open(ctx.train_cache), ClipCache.open(ctx.eval_cache)
+    train_cache = ClipCache.open(ctx.train_cache)
     dataset = ClipDataset(train_cache, ctx.frames, sampling=recipe.sampling, seed=cell.seed,
                           items=_indices(train_cache, train.relpaths, train.path.name))
     started = time.perf_counter()
     info = finetune(model, dataset, recipe, policy=policy, workdir=ctx.path(f"cells/{cell.cell_id}"),
                     seed=cell.seed, loader_workers=ctx.loader_workers, show_progress=ctx.show_progress)
     train_s = time.perf_counter() - started
+    test = _test_list(ctx, cell)  # the final evaluation, after training
+    eval_cache = ClipCache.open(ctx.eval_cache)
     test_set = ClipDataset(eval_cache, ctx.frames, sampling="uniform", num_clips=recipe.eval_clips,
                            items=_indices(eval_cache, test.relpaths, test.path.name))
     probabilities = predict_videos(model, test_set, policy, clips_per_batch=recipe.eval_batch,
                                    loader_workers=ctx.loader_workers)
     result = _metrics_result(ctx, cell, probabilities, test.labels, train.labels,
-                             {"steps": info["steps"], "final_loss": info["final_loss"]})
+                             {"steps": info["steps"], "final_loss": info["final_loss"]},
+                             "none: a fixed budget of iterations, the last weights (no choice made from data)")
     return result, {"train_s": train_s, "resumed_from": info["resumed_from"], "device": policy.describe()}
 
 
@@ -199,16 +232,18 @@ def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     recipe = ProbeRecipe(**ctx.recipe["probe"])
     train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
     train_all, _ = feature_set(ctx, cell.init, f"manifests/split{cell.split}_train.txt")
-    test_all, _ = feature_set(ctx, cell.init, cell.test_list)
     rows = [{r: i for i, r in enumerate(train_all.relpaths)}[r] for r in train.relpaths]
-    features, labels = train_all.features[rows], np.asarray(train.labels)
+    features, labels, groups = train_all.features[rows], np.asarray(train.labels), np.asarray(train.groups)
     started = time.perf_counter()
     if cell.protocol == "linear":
-        out = linear_probe(features, labels, test_all.features, len(ctx.class_names), recipe, cell.seed)
+        fitted = fit_linear_probe(features, labels, groups, len(ctx.class_names), recipe, cell.seed)
     else:
-        out = knn_probe(features, labels, test_all.features, len(ctx.class_names), recipe, ctx.policy().device)
+        fitted = fit_knn(features, labels, groups, len(ctx.class_names), recipe, cell.seed, ctx.policy().device)
     fit_s = time.perf_counter() - started
-    result = _metrics_result(ctx, cell, out.test_proba, test_all.labels, labels, {"probe": out.info})
+    test = _test_list(ctx, cell)  # the final evaluation, after every choice was made
+    test_all, _ = feature_set(ctx, cell.init, cell.test_list)
+    result = _metrics_result(ctx, cell, fitted.predict_proba(test_all.features), test.labels, labels,
+                             {"probe": fitted.info}, fitted.info["selection"])
     return result, {"fit_s": fit_s}
 
 

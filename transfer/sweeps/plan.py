@@ -13,21 +13,33 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pretrain.export import ExportError, latest_export, load_export
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pretrain.data import select_records
+from pretrain.torchvision_video import SPEC_PREFIX, export_torchvision
+from pretrain.export import BackboneExport, ExportError, latest_export, load_export
+from pretrain.schema import DataConfig
 from runkit.atomic import atomic_write_json
+from runkit.cli import one_line
+from runkit.device import DevicePolicy
 from runkit.paths import resolve_path
 from slurm.profiles import load_profile
-from transfer.subsets import SubsetRule, nested_subset, write_manifest
+from transfer.subsets import SubsetRule, listed_subset, nested_subset, read_subset_list, write_manifest
 from transfer.sweeps.cells import Cell, SweepContext, cell_key
 from transfer.sweeps.recipe import Recipe, load_recipe
 from transfer.sweeps.spec import SweepError, SweepSpec
+from transfer.sweeps.trajectory import probe_trajectory, snapshots
+from videodata.audit import AuditResult, audit_pool, check
 from videodata.cache import ClipCache
 from videodata.errors import VideoDataError
+from videodata.labeled import LabeledData, labeled_set
 from videodata.synthetic import SyntheticConfig, generate
-from videodata.ucf101 import load_split, read_class_index
 
 
 def resolve_checkpoint(spec: SweepSpec) -> Path:
+    if spec.checkpoint and spec.checkpoint.startswith(SPEC_PREFIX):  # torchvision:<name>[=weights]
+        return export_torchvision(spec.checkpoint, spec.under_outputs("backbones"))
     if spec.checkpoint:
         path = resolve_path(spec.checkpoint)
         if not path.is_file():
@@ -40,24 +52,16 @@ def resolve_checkpoint(spec: SweepSpec) -> Path:
         raise SweepError(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class DataLayout:
-    video_root: Path
-    lists_dir: Path
-    fingerprint: str
-
-
-def resolve_data(spec: SweepSpec) -> DataLayout:
+def resolve_data(spec: SweepSpec) -> LabeledData:
     if spec.data == "synthetic":
         root = resolve_path(spec.root) if spec.root else spec.under_outputs("data/synthetic")
         cfg = SyntheticConfig(root=str(root), progress=spec.show_progress, **spec.synthetic)
-        layout = generate(cfg)
-        return DataLayout(Path(layout.video_root), Path(layout.lists_dir), f"synthetic:{cfg.fingerprint}")
-    root = resolve_path(spec.root)
-    video_root, lists_dir = root / "UCF-101", root / "ucfTrainTestlist"
-    if not lists_dir.is_dir():
-        raise SweepError(f"--root {root}: no UCF101 split lists at {lists_dir} (expected <root>/ucfTrainTestlist)")
-    return DataLayout(video_root, lists_dir, "ucf101")
+        generate(cfg)
+        return labeled_set(cfg.layout, root, f"synthetic:{cfg.fingerprint}")
+    try:
+        return labeled_set(spec.data, resolve_path(spec.root))
+    except VideoDataError as exc:
+        raise SweepError(f"--root: {exc}") from None
 
 
 @dataclass
@@ -100,10 +104,16 @@ def _capped(spec: SweepSpec, per_split: dict) -> None:
                              f"{largest} training videos; use at most {largest} (or --fractions 1 for all of them)")
 
 
-def plan_sweep(spec: SweepSpec) -> SweepPlan:
-    """Resolve checkpoint and data, write manifests, enumerate cells (nothing is trained)."""
+def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
+    """Resolve checkpoint and data, write manifests, enumerate cells (nothing is trained).
+
+    With `spec.trajectory`, the checkpoint is the snapshot of the run chosen on validation:
+    trajectory="run" probes the snapshots now (`run_sweep`), "reuse" takes an earlier run's
+    choice (`trajectory.json`) or, before there is one, plans with the final export."""
     spec.check()
     recipe = load_recipe(spec.recipe, spec.overrides)
+    runtime = recipe.runtime
+    DevicePolicy.create(runtime.device, runtime.precision, runtime.channels_last, runtime.compile)
     if spec.executor == "slurm":
         load_profile(spec.cluster)  # a missing or malformed profile fails here, before any work
     checkpoint = resolve_checkpoint(spec)
@@ -111,17 +121,21 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     data = resolve_data(spec)
     out = resolve_path(spec.out) if spec.out else default_out(spec, checkpoint, recipe)
     try:
-        class_names = tuple(read_class_index(data.lists_dir))
+        class_names = tuple(data.class_names())
         records, per_split = {}, {}
         for split in spec.splits:
-            train = load_split(data.video_root, data.lists_dir, split, "train")
-            test = load_split(data.video_root, data.lists_dir, split, "test")
+            train, test = data.split(split, "train"), data.split(split, "test")
             per_split[split] = (train, test)
             for record in (*train, *test):
                 records.setdefault(record.relpath, record)
     except VideoDataError as exc:
         raise SweepError(str(exc)) from None
     _capped(spec, per_split)
+    if spec.trajectory:
+        checkpoint = _trajectory_choice(spec, checkpoint, per_split, recipe, out, class_names, data.fingerprint, trajectory)
+        export = load_export(checkpoint)
+    leakage = audit_checkpoint(export, data, {split: test for split, (_, test) in per_split.items()})
+    check(leakage, spec.on_leak, f"checkpoint {checkpoint}")
     recipe_dict = recipe.as_dict()
     data_key = hashlib.sha256(json.dumps({"data": data.fingerprint, "videos": sorted(records),
                                           "size": export.size, "cache": recipe_dict["cache"]}).encode()).hexdigest()[:16]
@@ -132,25 +146,72 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     manifests = out / "manifests"
     cells = []
     full_rule = SubsetRule(fraction=1.0)
+    listed = [(rule, read_subset_list(path)) for rule, path in spec.listed()]
     for split, (train, test) in per_split.items():
         write_manifest(manifests, train, split=split, seed=-1, rule=full_rule, dataset=spec.data,
                        name=f"split{split}_train")
         test_manifest = write_manifest(manifests, test, split=split, seed=-1, rule=full_rule,
                                        dataset=spec.data, name=f"split{split}_test")
-        for rule in spec.rules():
-            for seed in spec.seeds:
-                subset = nested_subset(train, rule, seed)
-                manifest = write_manifest(manifests, subset, split=split, seed=seed, rule=rule, dataset=spec.data)
-                for protocol in spec.protocols:
-                    for init in spec.inits:
-                        key = cell_key(ctx, protocol, init, split, rule, seed, manifest.sha256, test_manifest.sha256)
-                        cells.append(Cell(protocol, init, split, rule.tag, rule.value, seed,
-                                          f"manifests/{manifest.path.name}", manifest.sha256,
-                                          f"manifests/{test_manifest.path.name}", key))
+        subsets = [(rule, sub, seed, nested_subset(train, rule, sub), f"seeded draw {sub}")
+                   for rule in spec.rules() for sub, seed in spec.seed_pairs()]
+        for rule, names in listed:
+            try:
+                chosen = listed_subset(train, names, f"--subset-list {rule.listed}")
+            except ValueError as exc:
+                raise SweepError(str(exc)) from None
+            subsets += [(rule, -1, seed, chosen, f"list {rule.listed}") for seed in spec.seeds]
+        for rule, sub, seed, subset, source in subsets:
+            name = f"split{split}_{rule.tag}" if rule.listed else None
+            manifest = write_manifest(manifests, subset, split=split, seed=sub, rule=rule, dataset=spec.data,
+                                      name=name, source=source)
+            for protocol in spec.protocols:
+                for init in spec.inits:
+                    key = cell_key(ctx, protocol, init, split, rule, sub, seed, manifest.sha256, test_manifest.sha256)
+                    cells.append(Cell(protocol, init, split, rule.tag, rule.value, sub, seed,
+                                      f"manifests/{manifest.path.name}", manifest.sha256,
+                                      f"manifests/{test_manifest.path.name}", key))
     atomic_write_json(out / "sweep.json", {"spec": _plain(spec), "recipe": recipe_dict,
                                            "checkpoint": str(checkpoint), "checkpoint_sha256": export.sha256,
-                                           "data_key": data_key, "cells": [c.cell_id for c in cells]})
+                                           "data_key": data_key, "crossed": spec.crossed,
+                                           "audit": leakage.as_dict(), "trajectory": spec.trajectory,
+                                           "cells": [c.cell_id for c in cells]})
     return SweepPlan(spec, ctx, cells, list(records.values()), recipe)
+
+
+def _trajectory_choice(spec: SweepSpec, checkpoint: Path, per_split: dict, recipe: Recipe, out: Path,
+                       class_names: tuple, data_fingerprint: str, mode: str) -> Path:
+    saved = out / "trajectory.json"
+    if saved.is_file():
+        earlier = json.loads(saved.read_text())
+        same = [r["path"] for r in earlier["rows"]] == [str(p) for p in snapshots(checkpoint)]
+        if mode == "reuse" or (same and earlier["run"] == str(checkpoint.parent)):
+            return Path(earlier["selected"])  # the same snapshots: the same choice, not probed again
+    if mode == "reuse":
+        return checkpoint
+    first = sorted(per_split)[0]
+    result = probe_trajectory(checkpoint, per_split[first][0], recipe, cache_root=spec.cache_dir, out_dir=out,
+                              class_names=class_names, data_key=data_fingerprint, workers=spec.cache_workers,
+                              show_progress=spec.show_progress)
+    return Path(result["selected"])
+
+
+def audit_checkpoint(export: BackboneExport, data: LabeledData, tests: dict[int, list]) -> AuditResult:
+    """The leakage audit of the checkpoint's pretraining pool (from the data config stored in the
+    export) against the sweep's test lists; a pool that cannot be listed any more is said so."""
+    target = f"{data.style} ({data.video_root})"
+    empty = AuditResult(target, sorted(tests), 0, sum(len(t) for t in tests.values()))
+    data_cfg = export.config.get("data") if isinstance(export.config, dict) else None
+    if not data_cfg:
+        empty.note = "not applicable: the checkpoint records no pretraining data (e.g. a random-init export)"
+        return empty
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), data_cfg)
+        pool = (list(ClipCache.open(resolve_path(cfg.cache_dir)).records) if cfg.source == "cache"
+                else select_records(cfg)[0])
+    except (VideoDataError, ValueError, OSError, OmegaConfBaseException) as exc:
+        empty.note = f"not checked: the pretraining pool cannot be listed here ({one_line(str(exc))[:200]})"
+        return empty
+    return audit_pool(pool, tests, target=target, ucf_groups=data.style == "ucf101")
 
 
 def _plain(spec: SweepSpec) -> dict:
@@ -162,7 +223,8 @@ def build_caches(plan: SweepPlan, workers: int = 2) -> SweepPlan:
     fine-tune training cache (first frames) and the evaluation cache (whole videos); one cache
     when both settings agree."""
     cache = plan.recipe.cache
-    common = dict(size=plan.ctx.size, workers=workers, show_progress=plan.spec.show_progress)
+    common = dict(size=plan.ctx.size, workers=workers, show_progress=plan.spec.show_progress,
+                  stabilise=cache.stabilise_config())
     train = ClipCache.build(plan.records, plan.spec.cache_dir, max_frames=cache.train_max_frames, **common)
     if (cache.eval_max_frames, cache.eval_stride) == (cache.train_max_frames, 1):
         evaluation = train

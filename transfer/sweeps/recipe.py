@@ -35,6 +35,11 @@ class CacheRecipe:
     train_max_frames: Optional[int] = 64   # fine-tune training clips come from the first frames
     eval_max_frames: Optional[int] = None  # test (and probe) clips spread over the whole video
     eval_stride: int = 1                   # keep every k-th frame of the whole video (storage)
+    # Stabilise every labeled video first (videodata.stabilise), as the original fine-tuned on
+    # stabilised frames. A video that cannot be stabilised is kept as decoded (not dropped, as the
+    # original's "nofail" lists did): the official test lists and the label-fraction draws stay
+    # whole, so numbers remain comparable; the protocol card counts those videos.
+    stabilise: bool = False
 
     def __post_init__(self):
         for name in ("train_max_frames", "eval_max_frames"):
@@ -43,6 +48,13 @@ class CacheRecipe:
                 raise ValueError(f"cache.{name} must be >= 1 or null (whole video), got {value}")
         if self.eval_stride < 1:
             raise ValueError(f"cache.eval_stride must be >= 1, got {self.eval_stride}")
+
+    def stabilise_config(self):
+        """The caches' `StabiliseConfig` (keeping unstabilisable videos plain), or None."""
+        if not self.stabilise:
+            return None
+        from videodata.stabilise import StabiliseConfig  # OpenCV only when asked for
+        return StabiliseConfig(on_failure="plain")
 
 
 @dataclass

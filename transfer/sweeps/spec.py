@@ -11,7 +11,8 @@ from transfer.subsets import SubsetRule
 PROTOCOLS = ("finetune", "linear", "knn")
 FEATURE_PROTOCOLS = ("linear", "knn")
 INITS = ("pretrained", "random")
-DATASETS = ("synthetic", "ucf101")
+DATASETS = ("synthetic", "ucf101", "hmdb51")
+LEAK_ACTIONS = ("error", "warn")
 EXECUTORS = ("local", "slurm", "debug")
 
 
@@ -23,7 +24,9 @@ class SweepError(UserError):
 class SweepSpec:
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     per_class: tuple[int, ...] = ()
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1)                 # training seeds (init of the head, order, augmentation)
+    subset_seeds: tuple[int, ...] = ()              # labeled-subset draws; () = each seed draws its own
+    subset_lists: tuple[str, ...] = ()              # NAME=PATH: a user's subset list, run beside the draws
     splits: tuple[int, ...] = (1,)
     inits: tuple[str, ...] = ("pretrained", "random")
     protocols: tuple[str, ...] = ("finetune", "linear")
@@ -43,6 +46,8 @@ class SweepSpec:
     cache_workers: int = 2
     show_progress: bool = True
     synthetic: dict = field(default_factory=dict)   # SyntheticConfig overrides (tests)
+    on_leak: str = "error"                          # the pretraining pool overlaps a test list: error | warn
+    trajectory: bool = False                        # probe every snapshot of the checkpoint's run, pick by validation
 
     def under_outputs(self, name: str) -> Path:
         return resolve_path(self.output_root) / name
@@ -55,6 +60,18 @@ class SweepSpec:
     def pretrain_dir(self) -> Path:
         return resolve_path(self.pretrain_root) if self.pretrain_root else self.under_outputs("pretrain")
 
+    @property
+    def crossed(self) -> bool:
+        """Subset draws and training seeds vary separately (a full cross): their variances separate."""
+        return bool(self.subset_seeds)
+
+    def seed_pairs(self) -> list[tuple[int, int]]:
+        """(subset seed, training seed) of every seeded cell: the cross product, or each seed with
+        itself when --subset-seeds is not given (one seed draws both)."""
+        if self.subset_seeds:
+            return [(sub, seed) for sub in self.subset_seeds for seed in self.seeds]
+        return [(seed, seed) for seed in self.seeds]
+
     def rules(self) -> list[SubsetRule]:
         try:
             if self.per_class:
@@ -64,26 +81,53 @@ class SweepSpec:
             flag = "--per-class" if self.per_class else "--fractions"
             raise SweepError(f"{flag}: {exc}") from None
 
+    def listed(self) -> list[tuple[SubsetRule, Path]]:
+        """The user's subset lists as (rule, file)."""
+        out = []
+        for item in self.subset_lists:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise SweepError(f"--subset-list {item!r}: expected NAME=PATH (e.g. videossl5=lists/ucf101_5p.txt)")
+            try:
+                rule = SubsetRule(listed=name)
+            except ValueError as exc:
+                raise SweepError(f"--subset-list {item!r}: {exc}") from None
+            file = resolve_path(path)
+            if not file.is_file():
+                raise SweepError(f"--subset-list {name}: {file} does not exist")
+            out.append((rule, file))
+        if len({r.tag for r, _ in out}) != len(out):
+            raise SweepError("--subset-list: two lists share a name")
+        return out
+
     def check(self) -> None:
         """Every check that needs no data, checkpoint or recipe file."""
         if self.data not in DATASETS:
             raise SweepError(f"--data must be one of {DATASETS}, got {self.data!r}")
         if self.data == "ucf101" and not self.root:
             raise SweepError("--data ucf101 needs --root (the folder holding UCF-101/ and ucfTrainTestlist/)")
+        if self.data == "hmdb51" and not self.root:
+            raise SweepError("--data hmdb51 needs --root (the folder holding hmdb51/<class>/ and "
+                             "testTrainMulti_7030_splits/)")
         for name, given, allowed in (("--protocols", self.protocols, PROTOCOLS), ("--inits", self.inits, INITS)):
             bad = [p for p in given if p not in allowed]
             if bad or not given:
                 raise SweepError(f"{name}: {', '.join(bad) or 'none given'}; choose from {', '.join(allowed)}")
         if not self.seeds:
             raise SweepError("--seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.subset_seeds)) != len(self.subset_seeds):
+            raise SweepError("--seeds and --subset-seeds: a seed is given twice")
+        if self.on_leak not in LEAK_ACTIONS:
+            raise SweepError(f"--on-leak must be one of {LEAK_ACTIONS}, got {self.on_leak!r}")
         bad_splits = [s for s in self.splits if s not in (1, 2, 3)]
         if bad_splits or not self.splits:
             raise SweepError(f"--splits: {', '.join(map(str, bad_splits)) or 'none given'}; "
                              f"UCF101-style sets have splits 1, 2 and 3")
-        if not (self.fractions or self.per_class):
-            raise SweepError("--fractions: give at least one fraction (or --per-class)")
+        if not (self.fractions or self.per_class or self.subset_lists):
+            raise SweepError("--fractions: give at least one fraction (or --per-class, --subset-list)")
         if self.executor not in EXECUTORS:
             raise SweepError(f"--executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.max_parallel < 1 or self.threads < 1:
             raise SweepError(f"--max-parallel and --threads must be >= 1, got {self.max_parallel}, {self.threads}")
         self.rules()  # validates every fraction / count
+        self.listed()

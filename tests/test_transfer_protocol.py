@@ -1,0 +1,215 @@
+"""The protocol guards of a sweep: subset draws and training seeds as two sources of variance,
+a user's subset list beside the draws, the test list read only for the final evaluation, and the
+protocol card every result carries."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _tiny import tiny_sweep_spec, write_tiny_export
+from transfer.ledger import Ledger
+from transfer.report.stats import variance_components
+from transfer.subsets import read_manifest
+from transfer.sweeps import SweepError, plan_sweep, run_sweep
+from transfer.sweeps import cells as cells_mod
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protocol")
+    return {"root": root, "checkpoint": write_tiny_export(root / "pre" / "discriminator.pt")}
+
+
+def spec_for(tiny, out: str, **kw):
+    return tiny_sweep_spec(tiny["root"], tiny["checkpoint"], out, **{"protocols": ("linear",), **kw})
+
+
+def test_subset_draws_and_training_seeds_are_separate_sources(tiny):
+    spec = spec_for(tiny, "crossed", fractions=(0.1,), subset_seeds=(0, 1), seeds=(0, 1, 2), inits=("pretrained",))
+    summary = run_sweep(spec, report=False)
+    assert summary["cells"] == 6 and summary["status"]["done"] == 6  # 2 draws x 3 training seeds
+    entries = Ledger(Path(summary["out_dir"]) / "ledger").entries()
+    pairs = sorted((e["cell"]["subset_seed"], e["cell"]["seed"]) for e in entries)
+    assert pairs == [(a, b) for a in (0, 1) for b in (0, 1, 2)]
+    # one manifest per draw, shared by the training seeds; the draws differ
+    manifests = {e["cell"]["subset_seed"]: e["cell"]["manifest_sha256"] for e in entries}
+    assert len(set(manifests.values())) == 2
+    for e in entries:
+        assert e["result"]["protocol"]["subset_seed"] == e["cell"]["subset_seed"]
+        assert e["result"]["protocol"]["training_seed"] == e["cell"]["seed"]
+    [row] = variance_components(entries)
+    assert row["separable"] and row["runs"] == 6
+    assert json.loads((Path(summary["out_dir"]) / "sweep.json").read_text())["crossed"] is True
+
+
+def test_without_subset_seeds_each_seed_draws_its_own_subset(tiny):
+    plan = plan_sweep(spec_for(tiny, "paired", fractions=(0.1,), seeds=(0, 1), inits=("pretrained",)))
+    assert sorted((c.subset_seed, c.seed) for c in plan.cells) == [(0, 0), (1, 1)]
+    assert all(f"-sub{c.seed}-seed{c.seed}-" in c.cell_id for c in plan.cells)
+
+
+def test_variance_components_on_a_known_additive_grid():
+    """y = a_subset + b_seed exactly: the subset share is var(a), the seed share var(b), no rest."""
+    a, b = np.array([0.1, 0.3, 0.2]), np.array([0.05, -0.05])
+    entries = [{"status": "done", "cell_id": f"{i}{j}",
+                "cell": {"protocol": "linear", "init": "pretrained", "split": 1, "subset_seed": i, "seed": j,
+                         "rule_tag": "f0.1", "rule_value": 0.1},
+                "result": {"video_acc": 0.5 + a[i] + b[j], "labeled_per_class": 7, "num_classes": 10}}
+               for i in range(3) for j in range(2)]
+    [row] = variance_components(entries)
+    assert row["subset_var"] == pytest.approx(np.var(a, ddof=1))
+    assert row["seed_var"] == pytest.approx(np.var(b, ddof=1))
+    assert row["residual_var"] == pytest.approx(0.0, abs=1e-12) and row["split_var"] == 0.0
+    # a paired design (each seed its own subset) cannot be separated: said, not invented
+    paired = [e for e in entries if e["cell"]["subset_seed"] == e["cell"]["seed"]]
+    assert variance_components(paired)[0]["separable"] is False
+
+
+def test_a_users_subset_list_runs_beside_the_draws(tiny, tmp_path):
+    train = read_manifest(plan_sweep(spec_for(tiny, "lists-probe", fractions=(1.0,), seeds=(0,))).out_dir
+                          / "manifests" / "split1_train.txt")
+    chosen = [p for label in (0, 1, 2) for p in [r for r, l in zip(train.relpaths, train.labels) if l == label][:2]]
+    listing = tmp_path / "mine.txt"
+    listing.write_text("# a published subset\n" + "\n".join(f"{p} 1" for p in chosen) + "\n")
+    spec = spec_for(tiny, "lists", fractions=(1.0,), seeds=(0,), subset_lists=(f"mine={listing}",),
+                    inits=("pretrained",))
+    summary = run_sweep(spec, report=False)
+    entries = {e["cell"]["rule_tag"]: e for e in Ledger(Path(summary["out_dir"]) / "ledger").entries()}
+    assert set(entries) == {"f1", "list-mine"} and all(e["status"] == "done" for e in entries.values())
+    assert entries["list-mine"]["result"]["labeled_videos"] == 6
+    assert read_manifest(Path(summary["out_dir"]) / "manifests" / "split1_list-mine.txt").relpaths == tuple(chosen)
+    assert entries["list-mine"]["result"]["protocol"]["subset_source"] == "user's list"
+    listing.write_text("Nope/v_Nope_g01_c01.avi\n")
+    with pytest.raises(SweepError, match=r"--subset-list mine: 1 of 1 listed videos are not in the split's training list"):
+        plan_sweep(spec)
+
+
+def test_the_test_list_is_read_only_after_training_and_every_choice(tiny, monkeypatch):
+    """Events in order: a test list is never read while a cell trains or chooses (C, k)."""
+    events = []
+    real_read, real_finetune = cells_mod.read_manifest, cells_mod.finetune
+    real_linear, real_knn = cells_mod.fit_linear_probe, cells_mod.fit_knn
+
+    def read(path):
+        if str(path).endswith("_test.txt"):
+            events.append(("read-test", str(path)))
+        return real_read(path)
+
+    def training(name, fn):
+        def wrapped(*args, **kwargs):
+            events.append(("train-start", name))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                events.append(("train-end", name))
+        return wrapped
+
+    monkeypatch.setattr(cells_mod, "read_manifest", read)
+    monkeypatch.setattr(cells_mod, "finetune", training("finetune", real_finetune))
+    monkeypatch.setattr(cells_mod, "fit_linear_probe", training("linear", real_linear))
+    monkeypatch.setattr(cells_mod, "fit_knn", training("knn", real_knn))
+    summary = run_sweep(spec_for(tiny, "order", fractions=(1.0,), seeds=(0,), protocols=("finetune", "linear", "knn"),
+                                 inits=("pretrained",)), report=False)
+    assert summary["status"]["done"] == 3
+    training_now = 0
+    for kind, _ in events:
+        training_now += {"train-start": 1, "train-end": -1}.get(kind, 0)
+        if kind == "read-test":
+            assert training_now == 0, events
+    assert [k for k, _ in events].count("read-test") >= 3  # each cell's final evaluation read it
+    assert events.index(("train-end", "finetune")) < max(i for i, e in enumerate(events) if e[0] == "read-test")
+
+
+def test_hmdb51_end_to_end(tiny):
+    """The synthetic generator writes an HMDB51-style set; --data hmdb51 reads it like the real one."""
+    from _tiny import TINY_SET
+
+    hmdb = {**TINY_SET, "layout": "hmdb51"}
+    first = run_sweep(spec_for(tiny, "hmdb-synthetic", fractions=(1.0,), seeds=(0,), synthetic=hmdb,
+                               root=str(tiny["root"] / "hmdb-data"), inits=("pretrained",)), report=False)
+    assert first["status"]["done"] == 1
+    data_root = tiny["root"] / "hmdb-data"
+    assert (data_root / "hmdb51" / "brush_hair").is_dir() and (data_root / "testTrainMulti_7030_splits").is_dir()
+    real = run_sweep(spec_for(tiny, "hmdb-real", fractions=(1.0,), seeds=(0,), data="hmdb51", root=str(data_root),
+                              inits=("pretrained",), synthetic={}), report=False)
+    assert real["status"]["done"] == 1
+    [a], [b] = (Ledger(Path(s["out_dir"]) / "ledger").entries() for s in (first, real))
+    assert a["result"]["num_classes"] == b["result"]["num_classes"] == 3
+    assert a["result"]["labeled_videos"] == b["result"]["labeled_videos"]
+    # groups are the source movies: the manifests carry them, and no group straddles train and test
+    train = read_manifest(Path(real["out_dir"]) / "manifests" / "split1_train.txt")
+    test = read_manifest(Path(real["out_dir"]) / "manifests" / "split1_test.txt")
+    assert min(train.groups) >= 0 and not set(train.groups) & set(test.groups)
+
+
+def test_the_checkpoint_trajectory_picks_a_snapshot_on_validation(tiny, tmp_path, monkeypatch):
+    """--trajectory: every snapshot probed on the training list's validation folds, the best one
+    becomes the sweep's checkpoint, the report draws it; the test list is not read meanwhile."""
+    import torch
+
+    from pretrain.export import load_export
+    from pretrain.schema import PretrainConfig
+    from pretrain.trainer import Trainer
+    from transfer.sweeps import trajectory as trajectory_mod
+    from videodata.clips import ArrayClips
+
+    cfg = PretrainConfig(experiment_name="traj", output_root=str(tmp_path / "pretrain"))
+    cfg.model.width, cfg.model.frames, cfg.model.size = 2, 16, 16
+    cfg.trainer.steps, cfg.trainer.batch_size, cfg.trainer.snapshot_every = 3, 4, 1
+    cfg.trainer.num_samples, cfg.trainer.progress, cfg.trainer.log_every = 2, False, 1
+    clips = ArrayClips(torch.randint(0, 256, (8, 16, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)))
+    export = Trainer(cfg, clips).fit().export_path
+    assert [p.name for p in trajectory_mod.snapshots(export)] == [
+        "discriminator_00000001.pt", "discriminator_00000002.pt", "discriminator_00000003.pt", "discriminator.pt"]
+
+    reads = []
+    real = trajectory_mod.probe_trajectory
+
+    def watched(*args, **kwargs):
+        result = real(*args, **kwargs)
+        reads.append("trajectory done")
+        return result
+
+    monkeypatch.setattr("transfer.sweeps.plan.probe_trajectory", watched)
+    spec = tiny_sweep_spec(tiny["root"], export, "trajectory", protocols=("linear",), fractions=(1.0,), seeds=(0,),
+                           inits=("pretrained",), trajectory=True)
+    summary = run_sweep(spec)
+    out = Path(summary["out_dir"])
+    result = json.loads((out / "trajectory.json").read_text())
+    assert [r["step"] for r in result["rows"]] == [1, 2, 3, 3] and reads == ["trajectory done"]
+    best = max(result["rows"], key=lambda r: (r["linear_val_acc"], r["step"]))
+    assert result["selected"] == best["path"]
+    plan = json.loads((out / "sweep.json").read_text())
+    assert plan["checkpoint"] == best["path"] and plan["checkpoint_sha256"] == load_export(best["path"]).sha256
+    assert (out / "report" / "trajectory.png").stat().st_size > 0
+    assert "## Checkpoint trajectory" in (out / "report.md").read_text()
+    # a rerun reuses the choice (no second probe of the same snapshots) and every cell is done
+    again = run_sweep(spec)
+    assert again["skipped"] == again["cells"] and reads == ["trajectory done"]
+
+
+def test_a_stabilised_sweep_keeps_every_video_and_counts_the_unstabilisable(tiny):
+    """cache.stabilise=true (the paper recipe): the labeled videos are stabilised; one that cannot
+    be is cached as decoded, so the test list and the draws stay whole, and the card counts it."""
+    from _tiny import TINY_RECIPE, TINY_SET
+
+    panning = {**TINY_SET, "frame_width": 96, "frame_height": 64, "camera": "pan", "background_texture": 0.3}
+    summary = run_sweep(spec_for(tiny, "stabilised", fractions=(1.0,), seeds=(0,), synthetic=panning,
+                                 root=str(tiny["root"] / "pan-data"), inits=("pretrained",),
+                                 overrides=(*TINY_RECIPE, "cache.stabilise=true")), report=False)
+    assert summary["status"]["done"] == 1
+    [entry] = Ledger(Path(summary["out_dir"]) / "ledger").entries()
+    test = read_manifest(Path(summary["out_dir"]) / "manifests" / "split1_test.txt")
+    assert entry["result"]["test_videos"] == len(test.relpaths)  # no test video dropped
+    from videodata.cache import REPORT_NAME, ClipCache
+    caches = sorted((tiny["root"] / "cache").iterdir())
+    stabilised = [c for c in caches if (c / REPORT_NAME).is_file()
+                  and ClipCache.open(c).params.get("stabilise", {}).get("on_failure") == "plain"]
+    assert stabilised, "no stabilised cache was built"
+    report = json.loads((stabilised[0] / REPORT_NAME).read_text())
+    card = entry["result"]["protocol"]["stabilised"]
+    assert card == f"yes; {len(report['unstabilised'])} of {report['cached']} videos could not be and were kept as decoded"
+    assert report["failed"] == [] and len(report["unstabilised"]) < report["cached"]  # most were stabilised
