@@ -102,6 +102,11 @@ def load_export(path: str | Path) -> BackboneExport:
                           f"(run `python pretrain/run.py` first)")
     if path.is_dir():
         raise ExportError(f"checkpoint {path} is a folder; expected {EXPECTED}")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive (legacy: a pickle)
+        raise ExportError(f"{path} is not a PyTorch checkpoint file (neither a zip archive nor a pickle); "
+                          f"expected {EXPECTED}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -284,7 +284,11 @@ def build_discriminator(arch: dict) -> Discriminator:
 
 
 def build_backbone(arch: dict) -> VideoBackbone:
-    """The head-less backbone of that discriminator (what transfer uses)."""
+    """The head-less backbone of that discriminator (what transfer uses); an export of another
+    family's network (`arch["kind"]`, e.g. torchvision's video ResNets) builds that network."""
+    if arch.get("kind") == "torchvision":
+        from pretrain.torchvision_video import TorchvisionBackbone
+        return TorchvisionBackbone(**arch)
     return VideoBackbone(**_checked_arch(arch))
 
 

@@ -1,7 +1,8 @@
 """Pretrain: `python pretrain/run.py [experiment=cpu_demo|vgan_paper|improved|...] [method=...] [key=value ...]`.
 
 A thin Hydra entry: check the composed config first (one `error:` line and exit status 2 for a
-bad key or value, before any work), set up data-parallel ranks from torchrun/SLURM variables, and
+bad key or value, a device that is not there, a missing data folder, or a named run folder that
+holds another config's run: all before any work), set up data-parallel ranks from torchrun/SLURM variables, and
 call `pretrain.trainer.fit`. The run folder derives from the config and the data (see
 pretrain/trainer.py); running the same command again resumes it.
 """
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pretrain.config import compose, explain, register
-from pretrain.trainer import NonFiniteLossError, fit
+from pretrain.trainer import NonFiniteLossError, check_start, fit
 from runkit.cli import debugging, fail
 from runkit.distributed import cleanup, init_distributed
 from runkit.errors import UserError
@@ -51,7 +52,7 @@ def main() -> None:
     if not multirun and not any(a.startswith("-") for a in args):
         # the same composition Hydra is about to do, so a bad key or value is one line, not a traceback
         try:
-            compose([a for a in args if not a.startswith(("hydra.", "hydra/"))])
+            check_start(compose([a for a in args if not a.startswith(("hydra.", "hydra/"))]))
         except (HydraException, OmegaConfBaseException, UserError) as exc:
             if debugging(args):
                 raise

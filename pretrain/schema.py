@@ -19,6 +19,15 @@ from videodata.synthetic import SyntheticConfig
 
 
 @dataclass
+class AuditConfig:
+    """The leakage audit before pretraining (videodata.audit): the pool against a target's test lists."""
+    target: str = "none"              # none | synthetic | ucf101 | hmdb51
+    root: str = ""                    # the target set's folder (synthetic: default data.synthetic.root)
+    splits: tuple[int, ...] = (1, 2, 3)
+    on_leak: str = "error"            # error | warn
+
+
+@dataclass
 class DataConfig:
     source: str = "synthetic"         # synthetic | folder | ucf101 | cache
     root: str = ""                    # folder: videos dir or file list; ucf101: the UCF-101 folder
@@ -32,9 +41,13 @@ class DataConfig:
     max_frames: int = 64              # frames kept per video in the cache when sampling=random
     stride: int = 1
     resize: str = "crop"              # crop | stretch
-    sampling: str = "first"           # first (paper) | random start
+    sampling: str = "first"           # first frames | random start | consecutive (the original's clips)
+    skip_frames: int = 2              # consecutive: frames skipped at the start of each video
+    max_clips: int = 100              # consecutive: clips cut from each video at most
+    stabilise: bool = False           # warp every frame into its video's reference frame (videodata.stabilise)
     loader_workers: int = 0
     decode_workers: int = 2
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 @dataclass
@@ -84,6 +97,8 @@ class TrainerConfig:
     ckpt_every: int = 200
     keep: int = 3
     sample_every: int = 0             # 0: samples only at the end
+    snapshot_every: int = 0           # > 0: export the backbone every this many steps into snapshots/
+                                      # (a checkpoint trajectory: transfer/sweep.py --trajectory)
     num_samples: int = 8
     collapse_window: int = 200        # steps with mask mean < 0.02 or > 0.98 before warning
     time_limit_min: float = 0.0       # > 0: stop (checkpoint + export) after this many minutes of
@@ -137,7 +152,7 @@ class PretrainConfig:
 
 CHOICES = {
     "data.source": ("synthetic", "folder", "ucf101", "cache"),
-    "data.sampling": ("first", "random"),
+    "data.sampling": ("first", "random", "consecutive"),
     "data.resize": ("crop", "stretch"),
     "data.missing": ("error", "skip"),
     "model.generator": ("two_stream", "one_stream"),
@@ -145,6 +160,8 @@ CHOICES = {
     "trainer.loss": ("softmax", "bce", "hinge"),
     "trainer.precision": ("fp32", "bf16", "fp16"),
     "method.name": ("vgan", "contrastive", "speed"),
+    "data.audit.target": ("none", "synthetic", "ucf101", "hmdb51"),
+    "data.audit.on_leak": ("error", "warn"),
 }
 
 
@@ -164,14 +181,19 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"config trainer.{key} must be >= 1; got {getattr(t, key)}")
     if not 0 < t.ema_decay < 1:
         raise ConfigError(f"config trainer.ema_decay must be in (0, 1); got {t.ema_decay}")
-    if t.time_limit_min < 0 or t.sample_every < 0:
-        raise ConfigError("config trainer.time_limit_min and trainer.sample_every must be >= 0")
+    if t.time_limit_min < 0 or t.sample_every < 0 or t.snapshot_every < 0:
+        raise ConfigError("config trainer.time_limit_min, trainer.sample_every and trainer.snapshot_every must be >= 0")
     try:
         SyntheticConfig(**OmegaConf.to_container(OmegaConf.structured(cfg.data.synthetic)))
     except ValueError as exc:
         raise ConfigError(f"config data.synthetic: {exc}") from None
+    if cfg.data.audit.target in ("ucf101", "hmdb51") and not cfg.data.audit.root:
+        raise ConfigError(f"config data.audit.target={cfg.data.audit.target} needs data.audit.root (the set's folder)")
     if cfg.data.max_frames < 1 or cfg.data.stride < 1 or cfg.data.loader_workers < 0:
         raise ConfigError("config data.max_frames and data.stride must be >= 1, data.loader_workers >= 0")
+    if cfg.data.skip_frames < 0 or cfg.data.max_clips < 1:
+        raise ConfigError(f"config data.skip_frames must be >= 0 and data.max_clips >= 1; got "
+                          f"{cfg.data.skip_frames}, {cfg.data.max_clips}")
     try:
         check_clip_shape(cfg.model.frames, cfg.model.size, cfg.model.width)
     except ValueError as exc:
@@ -189,9 +211,9 @@ def validate(cfg: Any) -> None:
 OPERATIONAL = ("experiment_name", "run_name", "output_root", "data.cache_root", "data.cache_dir",
                "data.loader_workers", "data.decode_workers", "data.synthetic.root", "data.synthetic.workers",
                "data.synthetic.progress", "trainer.steps", "trainer.time_limit_min", "trainer.log_every",
-               "trainer.ckpt_every", "trainer.keep", "trainer.sample_every", "trainer.num_samples",
+               "trainer.ckpt_every", "trainer.keep", "trainer.sample_every", "trainer.snapshot_every", "trainer.num_samples",
                "trainer.collapse_window", "trainer.progress", "trainer.threads", "trainer.device",
-               "trainer.compile", "trainer.channels_last")
+               "trainer.compile", "trainer.channels_last", "data.audit")
 
 
 def identity(cfg: Any) -> dict:

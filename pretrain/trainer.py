@@ -32,14 +32,15 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from pretrain.data import pretraining_dataset
+from pretrain.data import check_location, pretraining_dataset
 from pretrain.export import EXPORT_NAME, write_export, write_latest
 from pretrain.methods import build_method
 from pretrain.samples import plot_health
 from pretrain.schema import PretrainConfig, identity, to_plain, validate
 from runkit import preemption
 from runkit.atomic import atomic_write_json, atomic_write_text
-from runkit.checkpoint import CheckpointError, CheckpointManager, capture_rng_state, restore_rng_state, seed_everything
+from runkit.checkpoint import (CheckpointError, CheckpointManager, capture_rng_state, load_checkpoint,
+                               restore_rng_state, seed_everything)
 from runkit.device import DevicePolicy
 from runkit.distributed import DistInfo, detect
 from runkit.logging import MetricLogger, WindowMeans, progress
@@ -50,6 +51,7 @@ from videodata.decode import to_model_input
 log = logging.getLogger(__name__)
 
 CKPT_FORMAT = "vganbench.pretrain_checkpoint/2"
+SNAPSHOTS = "snapshots"  # backbone exports every trainer.snapshot_every steps: the checkpoint trajectory
 COLLAPSE_LO, COLLAPSE_HI = 0.02, 0.98
 
 
@@ -97,6 +99,32 @@ def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
     return [] if saved == now else [f"{prefix.rstrip('.')}: {saved!r} -> {now!r}"]
 
 
+def check_start(cfg: Any) -> None:
+    """What can be checked before any work (pretrain/run.py runs it before Hydra writes anything):
+    the device, the data locations, and that a run folder named explicitly holds no run of
+    another config. A data change under a named run is found later, once the data are listed."""
+    cfg = as_config(cfg)
+    validate(cfg)
+    t = cfg.trainer
+    DevicePolicy.create(t.device, t.precision, t.channels_last, t.compile)
+    check_location(cfg.data)
+    if str(cfg.run_name) == "auto":
+        return
+    run_dir = resolve_path(cfg.output_root) / str(cfg.run_name)
+    latest = CheckpointManager(run_dir / "checkpoints").latest()
+    if latest is None:
+        return
+    state = load_checkpoint(latest)
+    saved = state.get("run_key", {}).get("config") if state.get("format") == CKPT_FORMAT else None
+    if saved is None:
+        raise CheckpointError(f"run folder {run_dir} holds a checkpoint of another version ({latest.name}); "
+                              f"use another run_name")
+    changes = _differences(saved, identity(cfg))
+    if changes:
+        raise CheckpointError(f"run folder {run_dir} holds a run of another config ({'; '.join(changes[:6])}); use "
+                              f"another run_name, or run_name=auto to name runs by their config")
+
+
 class Trainer:
     def __init__(self, cfg: Any, dataset: Dataset | None = None, *, run_dir: str | Path | None = None,
                  dist_info: DistInfo | None = None):
@@ -119,6 +147,7 @@ class Trainer:
         seed_everything(t.seed)
         self.method = build_method(self.cfg, self.policy, self.info)
         self.dataset = dataset
+        self.audit = None  # the leakage audit's result, when the trainer built the data itself
         self.data_fingerprint = str(getattr(dataset, "fingerprint", "")) if dataset is not None else ""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.step = 0
@@ -166,7 +195,8 @@ class Trainer:
     def _data(self) -> Dataset:
         if self.dataset is None:
             view = self.method.data_view()
-            self.dataset = pretraining_dataset(self.cfg.data, view, self.cfg.model.size, self.cfg.trainer.seed)
+            self.dataset, self.audit = pretraining_dataset(self.cfg.data, view, self.cfg.model.size,
+                                                           self.cfg.trainer.seed)
             self.data_fingerprint = self.dataset.fingerprint
         return self.dataset
 
@@ -253,7 +283,7 @@ class Trainer:
         if self.run_dir is None:
             self.run_dir = run_dir_for(self.cfg, self.data_fingerprint)
         ckpts = CheckpointManager(self.run_dir / "checkpoints", keep=t.keep)
-        state = ckpts.load_latest(map_location=self.policy.device)
+        state = ckpts.load_latest()  # on the CPU: load_state_dict moves weights; RNG states stay CPU tensors
         resumed_from = None
         if state is not None:
             self.load_state_dict(state)
@@ -273,6 +303,8 @@ class Trainer:
         metrics_log = None
         if main:
             self._record_attempt(resumed_from)
+            if self.audit is not None:
+                atomic_write_json(self.run_dir / "audit.json", self.audit.as_dict())
             metrics_log = MetricLogger(self.run_dir, tensorboard=True)
             metrics_log.truncate_from(self.step + 1)
             atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_plain(self.cfg))))
@@ -292,6 +324,8 @@ class Trainer:
                     timed, t_window = 0, time.perf_counter()
                 if main and t.sample_every and self.step % t.sample_every == 0:
                     self.method.save_samples(self.run_dir / "samples", f"samples_{self.step:08d}")
+                if main and t.snapshot_every and self.step % t.snapshot_every == 0:
+                    self._export(self.run_dir / SNAPSHOTS / f"discriminator_{self.step:08d}.pt")
                 elapsed = time.monotonic() - t_start
                 t_start += elapsed
                 self.train_seconds += elapsed
@@ -333,11 +367,13 @@ class Trainer:
             bar.set_postfix({k: f"{v:.3f}" for k, v in list(row.items())[:3]}, refresh=False)
 
     # ---------------------------------------------------------------- outputs
+    def _export(self, path: Path) -> Path:
+        return write_export(path, self.method.backbone(), step=self.step, data_fingerprint=self.data_fingerprint,
+                            config=to_plain(self.cfg), method=self.method.name)
+
     def finish(self) -> Path:
         """Export the backbone, point `<output_root>/LATEST` at it, write samples and health curves."""
-        path = write_export(self.run_dir / EXPORT_NAME, self.method.backbone(), step=self.step,
-                            data_fingerprint=self.data_fingerprint, config=to_plain(self.cfg),
-                            method=self.method.name)
+        path = self._export(self.run_dir / EXPORT_NAME)
         write_latest(self.cfg.output_root, path)
         self.method.save_samples(self.run_dir / "samples", "samples_final")
         rows = MetricLogger(self.run_dir, tensorboard=False).read()

@@ -117,6 +117,30 @@ def test_gan_step_on_meta(tmp_path, options):
     assert all(p.device.type == "meta" for m in trainer.method.modules().values() for p in m.parameters())
 
 
+def test_a_device_run_resumes_from_its_checkpoint(tmp_path):
+    """A GAN run on the device saves, and a fresh one resumes from the file and steps on. The
+    checkpoint is read on the CPU: the RNG states in it must reach torch.set_rng_state as CPU
+    tensors (mapped to a GPU they raised a TypeError on every resume), while load_state_dict moves
+    the weights and optimizer states to the model's device."""
+    from runkit.checkpoint import CheckpointManager
+    first = Trainer(tiny_gan(tmp_path, "meta"), run_dir=tmp_path / "run")
+    first.train_step(uint8(4, 16, 16, 16, 3))
+    manager = CheckpointManager(tmp_path / "ckpt")
+    manager.save(first.state_dict(), first.step)
+    resumed = Trainer(tiny_gan(tmp_path, "meta"), run_dir=tmp_path / "run")
+    resumed.load_state_dict(CheckpointManager(tmp_path / "ckpt").load_latest())
+    assert resumed.step == 1
+    assert all(p.device.type == "meta" for m in resumed.method.modules().values() for p in m.parameters())
+    resumed.train_step(uint8(4, 16, 16, 16, 3))
+    assert resumed.step == 2
+    # the stages' own resume paths read on the CPU too (a device map_location is what broke)
+    import inspect
+
+    from transfer import finetune as finetune_module
+    for source in (inspect.getsource(Trainer.fit), inspect.getsource(finetune_module.finetune)):
+        assert "load_latest()" in source and "map_location" not in source
+
+
 # ------------------------------------------------------------------------------ bf16 against fp32
 
 def test_bf16_finetune_follows_fp32(export):

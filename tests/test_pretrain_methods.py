@@ -14,7 +14,7 @@ from pretrain.methods import METHODS
 from pretrain.methods.contrastive import info_nce
 from pretrain.methods.speed import resample
 from pretrain.schema import ConfigError, PretrainConfig
-from test_pretrain_trainer import tiny_cfg
+from test_pretrain_trainer import clips, tiny_cfg
 from pretrain.trainer import Trainer
 from runkit import preemption
 from runkit.checkpoint import CheckpointManager
@@ -130,3 +130,21 @@ def test_unknown_method_lists_the_choices(tmp_path):
     cfg.method.name = "byol"
     with pytest.raises(ConfigError, match=r"method.name='byol' is not one of \['vgan', 'contrastive', 'speed'\]"):
         Trainer(cfg, clips_for("vgan"))
+
+
+@pytest.mark.parametrize("options", [{}, {"reuse_fakes": False, "r1_gamma": 1.0, "r1_every": 1}],
+                         ids=["paper", "fresh-fakes-r1"])
+def test_d_batchnorm_statistics_move_twice_per_iteration(tmp_path, options):
+    """As in the original (main.lua): once on the real batch, once on the fake one; the G step's D
+    forward normalises with batch statistics but leaves the running ones alone (a third update
+    would lower real data's share in the statistics a frozen-feature probe uses)."""
+    trainer = Trainer(tiny_cfg(tmp_path, **options), dataset=clips())
+    norms = [m for m in trainer.method.D.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms
+    batch = torch.randint(0, 256, (4, 16, 16, 16, 3), dtype=torch.uint8)
+    for step in (1, 2, 3):
+        before = [m.running_mean.clone() for m in norms]
+        trainer.train_step(batch)
+        assert all(int(m.num_batches_tracked) == 2 * step for m in norms)
+        assert all(not torch.equal(b, m.running_mean) for b, m in zip(before, norms))  # they did move
+        assert all(m.track_running_stats for m in norms)  # restored after the G step

@@ -39,7 +39,10 @@ def test_vgan_paper_preset_has_every_paper_setting():
     assert (m.d_norm, m.d_bn_eps, m.spectral_norm, m.init_std) == ("batch", 1e-3, False, 0.01)
     assert (t.batch_size, t.loss, t.mask_lambda, t.reuse_fakes, t.r1_gamma, t.ema) == (64, "softmax", 0.1, True, 0.0, False)
     assert (o.lr_g, o.lr_d, o.beta1, o.beta2) == (2e-4, 2e-4, 0.5, 0.999)
-    assert cfg.data.sampling == "first"
+    # the original's data: stabilised videos, 2 frames skipped, up to 100 consecutive clips each
+    assert (cfg.data.sampling, cfg.data.skip_frames, cfg.data.max_clips, cfg.data.stabilise) == \
+        ("consecutive", 2, 100, True)
+    validate(as_config(cfg))
 
 
 def test_improved_preset_and_groups_compose():

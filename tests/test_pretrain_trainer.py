@@ -2,6 +2,7 @@
 NaN stop, export, health, run folders derived from the config and the data."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -12,8 +13,8 @@ import torch
 
 from pretrain.export import latest_export, load_export
 from pretrain.models import build_discriminator
-from pretrain.schema import PretrainConfig
-from pretrain.trainer import NonFiniteLossError, Trainer
+from pretrain.schema import PretrainConfig, identity
+from pretrain.trainer import NonFiniteLossError, Trainer, as_config, run_dir_for, run_key
 from runkit import preemption
 from runkit.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from videodata.clips import ArrayClips, ClipBatchSampler
@@ -268,3 +269,82 @@ def test_batch_sampler_partitions_global_batches_and_resumes():
         next(ref)
     assert next(late) == next(ref)
     assert list(ClipBatchSampler(10, 4, seed=3, start_step=1, steps=3)) == [ClipBatchSampler(10, 4, seed=3).global_batch(s) for s in (1, 2)]
+
+
+# ------------------------------------------------------------------ the resume path, piece by piece
+
+def test_a_finished_run_without_its_export_exports_again(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_cfg(tmp_path, 4, keep=1), clips(), run_dir=run).fit()
+    assert CheckpointManager(run / "checkpoints").all_steps() == [4]  # trainer.keep=1: the newest only
+    (run / "discriminator.pt").unlink()
+    again = Trainer(tiny_cfg(tmp_path, 4, keep=1), clips(), run_dir=run).fit()
+    assert (again.stopped, again.step, again.resumed_from) == ("already_finished", 4, 4)
+    assert again.export_path == run / "discriminator.pt" and load_export(again.export_path).step == 4
+    attempts = json.loads((run / "attempts.json").read_text())
+    assert len(attempts) == 1  # a finished run's rerun trains nothing and records no attempt
+
+
+def test_checkpoint_contents_and_a_resume_mid_logging_window(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_cfg(tmp_path, 4, log_every=3), clips(fingerprint="fp-1"), run_dir=run).fit()
+    straight = [{k: v for k, v in row.items() if k != "clips_per_s"} for row in _rows(run)]
+    assert [int(r["step"]) for r in straight] == [3, 4]
+    manager = CheckpointManager(run / "checkpoints")
+    state = load_checkpoint(manager.path_for(2))
+    cfg = as_config(tiny_cfg(tmp_path, 4, log_every=3))
+    assert state["format"] == "vganbench.pretrain_checkpoint/2" and state["step"] == 2
+    assert state["data_fingerprint"] == "fp-1" and state["run_key"] == run_key(cfg, "fp-1")[0]
+    assert state["config"]["trainer"]["steps"] == 4 and state["train_seconds"] > 0
+    # steps 1 and 2 are in the open logging window (the first row is logged at step 3)
+    assert state["window"]["count"] == 2 and {"d_loss", "g_loss"} <= set(state["window"]["sums"])
+    # stopped after step 2's checkpoint: the resumed run logs the same rows as the straight one
+    manager.path_for(4).unlink()
+    (run / "discriminator.pt").unlink()
+    resumed = Trainer(tiny_cfg(tmp_path, 4, log_every=3), clips(fingerprint="fp-1"), run_dir=run)
+    assert resumed.fit().resumed_from == 2
+    assert [{k: v for k, v in row.items() if k != "clips_per_s"} for row in _rows(run)] == straight
+    fresh = Trainer(tiny_cfg(tmp_path, 4, log_every=3), clips(fingerprint="fp-1"), run_dir=tmp_path / "other")
+    fresh.load_state_dict(state)
+    assert fresh.step == 2 and fresh.train_seconds == state["train_seconds"]
+    assert fresh.window.state_dict() == state["window"]
+    fresh.load_state_dict({k: v for k, v in state.items() if k != "train_seconds"})  # before the budget existed
+    assert fresh.train_seconds == 0.0
+
+
+def test_load_state_dict_refusals_name_what_differs(tmp_path):
+    trainer = Trainer(tiny_cfg(tmp_path, 4), clips(), run_dir=tmp_path / "run")
+    state = trainer.state_dict()
+    with pytest.raises(CheckpointError, match=r"^\S*run: not a pretraining checkpoint of this version "
+                                              r"\(format 'old/1', expected 'vganbench.pretrain_checkpoint/2'\)"):
+        trainer.load_state_dict({**state, "format": "old/1"})
+    saved = json.loads(json.dumps(state["run_key"]))
+    model = saved["config"]["model"]
+    names = sorted(model)[:7]
+    for name in names[:6]:
+        model[name] = "was"
+    with pytest.raises(CheckpointError) as six:
+        trainer.load_state_dict({**state, "run_key": saved})
+    assert str(six.value).count(" -> ") == 6 and " ...)" not in str(six.value)
+    assert str(six.value).startswith(f"run folder {tmp_path / 'run'} holds a run of another config or other data "
+                                     f"(config.model.{names[0]}: 'was' -> ")
+    model[names[6]] = "was"
+    with pytest.raises(CheckpointError, match=r" \.\.\.\); use another run_name, or run_name=auto") as seven:
+        trainer.load_state_dict({**state, "run_key": saved})
+    assert str(seven.value).count(" -> ") == 6
+    with pytest.raises(CheckpointError, match=r"already trained for 5 steps, more than trainer.steps=4"):
+        trainer.load_state_dict({**state, "step": 5})
+    trainer.load_state_dict({**state, "step": 4})  # exactly the steps asked for: finished, not refused
+    assert trainer.step == 4
+
+
+def test_run_key_and_run_dir_for(tmp_path):
+    cfg = as_config(tiny_cfg(tmp_path))
+    key, digest = run_key(cfg, "fp")
+    assert key == {"config": identity(cfg), "data": "fp"}
+    assert digest == hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    assert list(identity(cfg)) != sorted(identity(cfg))  # so the sorting above is what makes the hash
+    assert run_key(cfg, "other")[1] != digest
+    assert run_dir_for(cfg, "fp") == tmp_path / "out" / f"tiny-vgan-{digest}"
+    cfg.run_name = "mine"
+    assert run_dir_for(cfg, "fp") == tmp_path / "out" / "mine"
