@@ -6,12 +6,15 @@
         sys.exit(runkit.cli.run(main))
 
 A `runkit.errors.UserError` (or argparse's own usage error) ends in `error: <message>` on stderr
-and exit status 2, with no traceback; `--debug` on the command line or `VGANBENCH_DEBUG=1` shows
+and exit status 2, with no traceback; so does an OSError that is about the machine, not the code
+(no permission, a read-only file system, a full disk or quota, a file where a folder should
+be), naming the file; `--debug` on the command line or `VGANBENCH_DEBUG=1` shows
 the traceback too. Anything else is a bug: its traceback is printed as usual.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Callable, Sequence
@@ -19,6 +22,13 @@ from typing import Callable, Sequence
 from runkit.errors import UserError
 
 DEBUG_ENV = "VGANBENCH_DEBUG"
+# OSErrors a user fixes (a path, a permission, disk space), reported as one line like a UserError
+_MACHINE_ERRNOS = {errno.EACCES: "no permission to write or read",
+                   errno.EPERM: "operation not permitted on",
+                   errno.EROFS: "read-only file system at",
+                   errno.ENOSPC: "no space left on the device holding",
+                   errno.EDQUOT: "disk quota exceeded writing",
+                   errno.ENOTDIR: "a part of the path is a file, not a folder:"}
 
 
 def debugging(argv: Sequence[str] | None = None) -> bool:
@@ -44,6 +54,12 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> in
         if debugging(argv):
             raise
         return fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in _MACHINE_ERRNOS or debugging(argv):
+            raise
+        where = exc.filename if exc.filename is not None else "(no file named)"
+        return fail(f"{_MACHINE_ERRNOS[exc.errno]} {where} ({exc.strerror}); what was written "
+                    f"before stays, and rerunning resumes")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -6,7 +6,8 @@ or not, and how a batch of uint8 clips becomes the model's input there.
     x = to_model_input(policy.to(uint8_batch), channels_last=policy.channels_last)  # videodata.decode
     with policy.autocast():
         loss = criterion(model(x), y)
-    policy.backward(loss, scaler)                 # GradScaler for fp16, plain backward otherwise
+    scaler = policy.grad_scaler()                 # active for fp16 only; a pass-through otherwise
+    scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
 
 device: "auto" (the local rank's GPU when CUDA is there, else the CPU), "cpu", "cuda",
 "cuda:N", or "meta" (tests: every op runs shape-only, and a tensor left on the CPU raises).
@@ -35,7 +36,7 @@ class DeviceError(UserError):
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """`name` as a torch.device, checked against what this machine has."""
-    name = str(name).strip()
+    name = requested = str(name).strip()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -46,12 +47,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise DeviceError(f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} asked for, but CUDA is not available on this machine "
+            raise DeviceError(f"device {requested!r} asked for, but CUDA is not available on this machine "
                               f"(torch {torch.__version__}); use device=cpu")
         count = torch.cuda.device_count()
         index = device.index if device.index is not None else 0
         if index >= count:
-            raise DeviceError(f"device {name!r} asked for, but only {count} GPU(s) are visible "
+            raise DeviceError(f"device {requested!r} asked for, but only {count} GPU(s) are visible "
                               f"(cuda:0..cuda:{count - 1})")
         device = torch.device("cuda", index)
     elif device.type not in ("cpu", "meta", "mps"):

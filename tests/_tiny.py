@@ -11,7 +11,7 @@ from transfer.sweeps import SweepSpec
 TINY_RECIPE = (
     "finetune.iterations=6", "finetune.batch_size=4", "finetune.lr=1e-3", "finetune.eval_clips=2",
     "finetune.eval_batch=8", "finetune.checkpoint_every=2", "finetune.log_every=2", "finetune.sampling=random",
-    "probe.c_grid=[0.1,1.0]", "probe.folds=2", "probe.max_iter=100", "probe.train_clips=2", "probe.knn_k=3",
+    "probe.c_grid=[0.1,1.0]", "probe.folds=2", "probe.max_iter=100", "probe.train_clips=2", "probe.knn_k=[3]",
     "features.num_clips=2", "features.batch_size=8",
     "cache.train_max_frames=20", "cache.eval_max_frames=20", "runtime.device=cpu",
 )
@@ -21,12 +21,12 @@ TINY_SET = dict(num_classes=3, clips_per_group=1, unlabeled_videos=0, frames=20,
                 workers=1)
 
 
-def tiny_sweep_spec(root: str | Path, checkpoint: str | Path, out: str, **overrides) -> SweepSpec:
-    """A SweepSpec over the tiny set under `root` (data/, cache/, `out`/), run in-process."""
-    root = Path(root)
+def tiny_sweep_spec(base: str | Path, checkpoint: str | Path, out: str, **overrides) -> SweepSpec:
+    """A SweepSpec over the tiny set under `base` (data/, cache/, `out`/), run in-process."""
+    base = Path(base)
     spec = dict(fractions=(0.1, 1.0), seeds=(0, 1), protocols=("finetune", "linear"),
-                checkpoint=str(checkpoint), root=str(root / "data"), overrides=TINY_RECIPE,
-                out=str(root / out), cache_root=str(root / "cache"), executor="debug", threads=1,
+                checkpoint=str(checkpoint), root=str(base / "data"), overrides=TINY_RECIPE,
+                out=str(base / out), cache_root=str(base / "cache"), executor="debug", threads=1,
                 cache_workers=1, show_progress=False, synthetic=TINY_SET)
     spec.update(overrides)
     return SweepSpec(**spec)

@@ -7,6 +7,7 @@ import types
 import pytest
 
 from benchmarks import bench_data, bench_e2e, bench_pretrain, bench_transfer, common, run_all
+from runkit.errors import UserError
 
 OLD = """# Benchmark results
 
@@ -190,11 +191,11 @@ def test_stage_sections_put_each_figure_next_to_its_peer_and_label_quick_runs():
 # ------------------------------------------------------------------------------- run_all wiring
 
 def test_run_all_stage_selection():
-    assert run_all.parse_args([]).stages == ["data", "pretrain", "transfer", "e2e"]
+    assert run_all.parse_args([]).stages == ["data", "index", "stabilise", "pretrain", "transfer", "e2e"]
     quick = run_all.parse_args(["--quick"])
-    assert quick.stages == ["data", "pretrain", "transfer"] and quick.skipped == ["e2e"]
+    assert quick.stages == ["data", "index", "stabilise", "pretrain", "transfer"] and quick.skipped == ["e2e"]
     assert run_all.parse_args(["--only", "e2e,data", "--quick"]).stages == ["data", "e2e"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match=r"unknown or no stage\(s\) \['gpu'\]"):
         run_all.parse_args(["--only", "data,gpu"])
 
 
