@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import common
+from runkit.cli import ArgumentParser
 from benchmarks.common import busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table, notes, ratio, stamp
 from videodata.cache import ClipCache
 from videodata.clips import ClipDataset
@@ -88,7 +89,7 @@ CAVEATS = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=common.prog(__file__), description=__doc__.splitlines()[0])
     parser.add_argument("--videos", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
                         help="folder holding UCF-101/ and ucfTrainTestlist/")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3, --quick 1)")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import common
+from runkit.cli import ArgumentParser
 from runkit.errors import UserError
 from benchmarks.common import (busy_note, fmt_load, fmt_num, fmt_ratio, fmt_seconds, load_average, machine_info,
                                md_table, notes, ratio, stamp)
@@ -258,7 +259,7 @@ def sweep_summary(out_dir: str | Path | None) -> dict | None:
 # ------------------------------------------------------------------------------------ the run
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog=common.prog(__file__), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--keep", action="store_true", help="keep the OUTPUTS folder (default: delete it)")
     p.add_argument("--no-warm", action="store_true", help="skip the warm rerun")

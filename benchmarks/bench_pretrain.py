@@ -25,6 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import common
+from runkit.cli import ArgumentParser
 from benchmarks.common import busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table, notes, stamp
 from pretrain.schema import PretrainConfig
 from pretrain.trainer import Trainer
@@ -44,6 +45,7 @@ VARIANTS = {
 PEAK_TFLOPS = [
     ("H200", 989.0, 494.7),
     ("H100 PCIe", 756.0, 378.0),
+    ("H100 NVL", 835.0, 417.5),
     ("H100", 989.0, 494.7),
     ("A100", 312.0, 156.0),
     ("L40S", 362.0, 183.0),
@@ -215,7 +217,7 @@ def _command(args) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=common.prog(__file__), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default=None, type=lambda s: s.split(","),
                    help="paper,demo (default both; --quick: demo)")
     p.add_argument("--variants", default="fp32,bf16,channels_last,compile", type=lambda s: s.split(","))

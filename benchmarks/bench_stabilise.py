@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 
 from benchmarks import common
+from runkit.cli import ArgumentParser
 from benchmarks.common import (busy_note, fmt_num, fmt_ratio, fmt_seconds, load_average, machine_info, md_table,
                                notes, ratio, stamp)
 from videodata.decode import decode_video
@@ -131,7 +132,7 @@ def project(ms_per_frame: float) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=common.prog(__file__), description=__doc__.splitlines()[0])
     parser.add_argument("--videos", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
                         help="folder holding UCF-101/")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3, --quick 1)")

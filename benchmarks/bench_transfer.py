@@ -26,6 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks import common
+from runkit.cli import ArgumentParser
 from benchmarks.common import (RESULTS_PATH, busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table,
                                notes, ratio, stamp, update_sections)
 from dataclasses import asdict
@@ -35,7 +36,7 @@ from runkit.device import DevicePolicy
 from transfer.classifier import build_backbone, build_classifier
 from transfer.features import FeatureKey, FeatureSpec, cached_features, extract_features
 from transfer.finetune import FinetuneRecipe, finetune
-from transfer.probe import ProbeRecipe, linear_probe
+from transfer.probe import ProbeRecipe, fit_linear_probe
 from transfer.subsets import SubsetRule, nested_subset
 from videodata.clips import ClipDataset
 from videodata.decode import to_model_input
@@ -124,7 +125,7 @@ def bench_probe_sweep(export, train: RandomClips, test: RandomClips, fractions, 
     def fit(train_feats, test_feats, fraction, seed):
         subset = nested_subset(records, SubsetRule(fraction=fraction), seed)
         rows = [int(r.relpath[1:-4]) for r in subset]
-        linear_probe(train_feats[rows], train.labels[rows], test_feats, 10, recipe, seed)
+        fit_linear_probe(train_feats[rows], train.labels[rows], None, 10, recipe, seed).predict_proba(test_feats)
 
     start = time.perf_counter()
     for fraction, seed in cells:  # peer: every cell extracts its own features
@@ -162,7 +163,7 @@ CAVEATS = (
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog=common.prog(__file__), description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and videos (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update the Transfer section of RESULTS.md")

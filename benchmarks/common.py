@@ -266,3 +266,8 @@ def bench_main(argv, parse_args, run, section, heading: str) -> int:
         return 0
 
     return run_cli(measure, argv)
+
+
+def prog(file: str) -> str:
+    """A benchmark script's name as typed from the repository root (`benchmarks/bench_data.py`)."""
+    return f"benchmarks/{Path(file).name}"

@@ -1,12 +1,13 @@
 """Run every stage's benchmark and regenerate benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py                          # data, pretrain, transfer, e2e (~25 min on 2 idle cores)
+    python benchmarks/run_all.py                          # every stage (~30 min on 2 idle cores)
     python benchmarks/run_all.py --only data,transfer     # just those sections; the rest of the file is kept
     python benchmarks/run_all.py --quick                  # smoke figures (labelled as such); e2e is skipped
     python benchmarks/run_all.py --only e2e --out /tmp/RESULTS.md
 
-Stages, in this order: data (benchmarks/bench_data.py), pretrain (bench_pretrain.py), transfer
-(bench_transfer.py), e2e (bench_e2e.py: the main job, cold and warm). Each runs in this process
+Stages, in this order: data (benchmarks/bench_data.py), index (bench_index.py: a 1M-video cache
+index), stabilise (bench_stabilise.py), pretrain
+(bench_pretrain.py), transfer (bench_transfer.py), e2e (bench_e2e.py: the main job, cold and warm). Each runs in this process
 through its module's `run(args)` and `section(...)`; the file is rewritten atomically after every
 stage, so a stage that fails keeps its previous section and the ones measured before it are
 saved. `--quick` passes `--quick` to each stage; the main job has no smaller form, so `--quick`
@@ -23,11 +24,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import bench_data, bench_e2e, bench_pretrain, bench_transfer
+from benchmarks import bench_data, bench_e2e, bench_index, bench_pretrain, bench_stabilise, bench_transfer
 from benchmarks.common import (RESULTS_PATH, load_average, machine_info, merge_results, results_header,
                                write_results)
+from runkit.atomic import atomic_write_json
+from runkit.cli import ArgumentParser, run
 
-STAGES = {"data": bench_data, "pretrain": bench_pretrain, "transfer": bench_transfer, "e2e": bench_e2e}
+STAGES = {"data": bench_data, "index": bench_index, "stabilise": bench_stabilise, "pretrain": bench_pretrain, "transfer": bench_transfer,
+          "e2e": bench_e2e}
 ORDER = [module.HEADING for module in STAGES.values()]
 
 
@@ -36,8 +40,8 @@ def placeholder(stage: str) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = ArgumentParser(prog="benchmarks/run_all.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--only", default=None, help=f"comma-separated stages out of {','.join(STAGES)}")
     p.add_argument("--quick", action="store_true", help="fewer repetitions / smaller sizes (labelled in the file)")
     p.add_argument("--out", type=Path, default=RESULTS_PATH, help="the file to regenerate (default %(default)s)")
@@ -100,8 +104,6 @@ def main(argv=None) -> int:
     if not done:
         print("[run_all] nothing measured; the file is unchanged", flush=True)
     if args.json and raw:
-        from runkit.atomic import atomic_write_json
-
         atomic_write_json(args.json, raw)
     if failed:
         print(f"[run_all] failed: {', '.join(failed)}", file=sys.stderr)
@@ -110,4 +112,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(lambda: main(), sys.argv[1:]))
