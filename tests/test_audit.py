@@ -51,7 +51,8 @@ def test_path_content_and_group_overlaps_are_found(target, tmp_path):
 
 
 def _pretrain_cfg(root, pool_dir, on_leak="error") -> PretrainConfig:
-    cfg = PretrainConfig(experiment_name="audit", output_root=str(root / "pretrain"))
+    # outputs beside the pool (one folder per test): pytest-randomly runs these tests in any order
+    cfg = PretrainConfig(experiment_name="audit", output_root=str(pool_dir.parent / "pretrain"))
     cfg.data.source, cfg.data.root = "folder", str(pool_dir)
     cfg.data.cache_root, cfg.data.decode_workers, cfg.data.max_frames = str(root / "cache"), 1, 16
     cfg.data.audit.target, cfg.data.audit.root, cfg.data.audit.on_leak = "synthetic", str(root / "data"), on_leak
@@ -71,7 +72,7 @@ def test_pretraining_stops_before_training_on_a_leaky_pool(target, tmp_path):
     torch.set_num_threads(1)
     with pytest.raises(LeakageError, match=r"pretraining data: the pretraining pool overlaps the test videos: 1 overlap\(s\) \(content 1\)"):
         Trainer(_pretrain_cfg(root, pool)).fit()
-    assert not (root / "pretrain").exists()  # nothing trained, nothing written
+    assert not (tmp_path / "pretrain").exists()  # nothing trained, nothing written
     result = Trainer(_pretrain_cfg(root, pool, on_leak="warn")).fit()  # opted in: trains, and says so
     audit = json.loads((result.run_dir / "audit.json").read_text())
     assert audit["clean"] is False and audit["leaks"][0]["kind"] == "content"
