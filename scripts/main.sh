@@ -27,7 +27,8 @@ run_dir=$(dirname "$export_path")
 
 echo "[main] 2/2 transfer sweep (python transfer/sweep.py --fractions 0.01,0.1,1)"
 sweep_rc=0
-"$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS" \
+# two cells at a time with one thread each: on 2 cores that beats one cell on two threads
+"$PY" transfer/sweep.py --fractions 0.01,0.1,1 --output-root "$OUTPUTS" --max-parallel 2 --threads 1 \
   --checkpoint "$export_path" | tee "$sweep_log" || sweep_rc=$?
 sweep_dir=$(sed -n 's/^sweep folder: \([^ ]*\).*/\1/p' "$sweep_log")
 

@@ -178,3 +178,13 @@ def test_runtime_compile_reaches_every_forward(tmp_path, monkeypatch):
     assert compiled[1] is model and compiled[2] == backbone.forward_features
     # the checkpoint keeps the plain model's keys, so a compiled cell resumes in an uncompiled one
     assert set(load_checkpoint(tmp_path / "ft" / "ckpt" / "ckpt_00000002.pt")["model"]) == set(model.state_dict())
+
+
+def test_max_epochs_caps_the_iterations_of_a_small_subset():
+    recipe = FinetuneRecipe(iterations=200, batch_size=32, warmup=20, max_epochs=40)
+    small = recipe.for_subset(10)  # 40 passes over 10 videos at batch 32: ceil(400 / 32) = 13 steps
+    assert (small.iterations, small.warmup) == (13, 1)
+    assert recipe.for_subset(1000) is recipe  # 1,250 > 200: the recipe's own count
+    assert FinetuneRecipe(iterations=200).for_subset(10).iterations == 200  # off by default
+    with pytest.raises(ValueError, match="max_epochs"):
+        FinetuneRecipe(max_epochs=-1)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -54,6 +54,8 @@ OPTIMIZERS = ("adam", "adamw")
 @dataclass
 class FinetuneRecipe:
     iterations: int = 1000
+    max_epochs: float = 0.0         # > 0: at most this many passes over the labeled subset (fewer iterations
+                                    # for small subsets, `for_subset`); 0 = always `iterations`
     batch_size: int = 256
     lr: float = 2e-4
     beta1: float = 0.5
@@ -94,6 +96,19 @@ class FinetuneRecipe:
             raise ValueError(f"finetune.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"finetune.dropout must be in [0, 1), got {self.dropout}")
+        if self.max_epochs < 0:
+            raise ValueError(f"finetune.max_epochs must be >= 0 (0 = off), got {self.max_epochs}")
+
+    def for_subset(self, videos: int) -> "FinetuneRecipe":
+        """The recipe for a labeled subset of `videos` videos: with `max_epochs`, iterations capped
+        at that many passes over it (a 10-video subset does not need 640 epochs to fit), the
+        warm-up shortened in proportion; unchanged otherwise."""
+        if self.max_epochs <= 0:
+            return self
+        cap = max(1, math.ceil(self.max_epochs * videos / self.batch_size))
+        if cap >= self.iterations:
+            return self
+        return replace(self, iterations=cap, warmup=self.warmup * cap // self.iterations)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -182,12 +182,12 @@ def _test_list(ctx: SweepContext, cell: Cell):
 
 
 def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
-    recipe = FinetuneRecipe(**ctx.recipe["finetune"])
+    train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
+    recipe = FinetuneRecipe(**ctx.recipe["finetune"]).for_subset(len(train.relpaths))
     policy = ctx.policy()
     seed_everything(cell.seed)
     model = policy.module(build_classifier(load_export(ctx.checkpoint), cell.init, len(ctx.class_names),
                                            recipe.dropout))
-    train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
     train_cache = ClipCache.open(ctx.train_cache)
     dataset = ClipDataset(train_cache, ctx.frames, sampling=recipe.sampling, seed=cell.seed,
                           items=_indices(train_cache, train.relpaths, train.path.name))

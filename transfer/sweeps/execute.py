@@ -5,7 +5,8 @@ Jobs: one per fine-tune cell (it keeps its own checkpoints; on a GPU cluster it 
 and one per split for the probes - that job extracts the frozen features of each init once on
 its GPU and fits every linear and k-NN cell of the split on them with its CPUs. On SLURM each kind
 of job is one array sized by the cluster profile (`slurm.profiles.ClusterProfile.job_request`);
-locally at most `max_parallel` jobs run at a time. Re-running the same sweep skips done cells,
+locally at most `max_parallel` jobs run at a time, in that many worker processes that live for the
+whole sweep (a fresh process per job spent ~5 s importing torch before each cell). Re-running the same sweep skips done cells,
 retries failed ones, resumes killed fine-tune cells from their checkpoints and waits for jobs of
 an earlier run still in the queue instead of submitting their cells twice.
 """
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -93,7 +97,8 @@ def _job_outcomes(job) -> list[dict] | None:
     try:
         return job.result()
     except Exception as exc:  # noqa: BLE001 - a crashed job (killed process) is reported, not raised
-        log.error("job %s ended without a result: %s", job.job_id, str(exc).splitlines()[-1] if str(exc) else exc)
+        log.error("job %s ended without a result: %s", getattr(job, "job_id", "(local worker)"),
+                  str(exc).splitlines()[-1] if str(exc) else exc)
         return None
 
 
@@ -147,28 +152,61 @@ def _run_on_slurm(plan: SweepPlan, jobs: list[list[Cell]], tally: _Tally) -> Non
         tally.account(outcome.result if outcome.ok else None, cells)
 
 
+class _WorkerPool:
+    """`max_parallel` spawned worker processes for the whole sweep (the local executor): a job is
+    `run_cells` in one of them. A worker that dies (killed, out of memory) loses its job's cells,
+    reported like a crashed SLURM job; the pool is then started afresh for the jobs after it."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, ctx: SweepContext, cells: list[Cell]):
+        try:
+            return self.pool.submit(run_cells, ctx, cells)
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._start()
+            return self.pool.submit(run_cells, ctx, cells)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _run_here(plan: SweepPlan, jobs: list[list[Cell]], tally: _Tally, stop_after: int | None) -> None:
-    """local (subprocesses) or debug (this process): at most max_parallel jobs in flight."""
+    """local (worker processes) or debug (this process): at most max_parallel jobs in flight."""
     spec = plan.spec
-    executor = make_executor(spec.executor, plan.out_dir / "jobs", spec.cluster, job_name="transfer")
+    if spec.executor == "local":
+        executor = _WorkerPool(spec.max_parallel)
+        submit = lambda cells: executor.submit(plan.ctx, cells)  # noqa: E731
+    else:
+        executor = make_executor(spec.executor, plan.out_dir / "jobs", spec.cluster, job_name="transfer")
+        submit = lambda cells: executor.submit(run_cells, plan.ctx, cells)  # noqa: E731
     pending, running, started = list(jobs), [], 0
-    while pending or running:
-        while pending and len(running) < spec.max_parallel:
-            if stop_after is not None and started >= stop_after:
-                pending.clear()
-                break
-            cells = pending.pop(0)
-            running.append((executor.submit(run_cells, plan.ctx, cells), cells))
-            started += 1
-        still = []
-        for job, cells in running:
-            if job.done():
-                tally.account(_job_outcomes(job), cells)
-            else:
-                still.append((job, cells))
-        running = still
-        if running:
-            time.sleep(0.5)
+    try:
+        while pending or running:
+            while pending and len(running) < spec.max_parallel:
+                if stop_after is not None and started >= stop_after:
+                    pending.clear()
+                    break
+                cells = pending.pop(0)
+                running.append((submit(cells), cells))
+                started += 1
+            still = []
+            for job, cells in running:
+                if job.done():
+                    tally.account(_job_outcomes(job), cells)
+                else:
+                    still.append((job, cells))
+            running = still
+            if running:
+                time.sleep(0.2)
+    finally:
+        if isinstance(executor, _WorkerPool):
+            executor.close()
 
 
 def run_sweep(spec: SweepSpec, *, stop_after_jobs: int | None = None, report: bool = True) -> dict[str, Any]:
