@@ -307,3 +307,43 @@ def test_label_efficiency_by_hand():
     assert by_init["random"]["random_labels_at_1"] == pytest.approx(1.0)  # the floor matches itself
     # a given span (the range every compared sweep measured) replaces each table's own
     assert label_efficiency(table, span={"finetune": (1, 10)})[0]["area"] == pytest.approx(0.55)
+
+
+def test_label_efficiency_edges():
+    from transfer.report.stats import area_over_log_labels, label_efficiency, labels_to_reach, value_at
+
+    bent = [(1.0, 0.2), (10.0, 0.5), (100.0, 0.6)]  # not a straight line in log labels
+    assert value_at(bent, math.sqrt(1000)) == pytest.approx(0.55)  # from its own segment, not the chord
+    # two rules at the same label count are one point of the curve, their mean, wherever they lie
+    from transfer.report.stats import curve
+    rows = [{"protocol": "linear", "init": "random", "labeled_per_class": k, "mean": v}
+            for k, v in ((1.0, 0.2), (5.0, 0.4), (5.0, 0.6), (10.0, 0.8))]
+    assert curve(rows, "linear", "random") == [(1.0, 0.2), (5.0, pytest.approx(0.5)), (10.0, 0.8)]
+    assert value_at(curve(rows, "linear", "random"), 5.0) == pytest.approx(0.5)
+    assert value_at(curve(rows[1:], "linear", "random"), 5.0) == pytest.approx(0.5)
+    assert value_at([(7.0, 0.5)], 7.0) == 0.5 and value_at([(7.0, 0.5)], 8.0) is None
+    assert value_at([], 7.0) is None
+    straight = [(1.0, 0.2), (10.0, 0.4), (100.0, 0.6)]
+    assert area_over_log_labels(straight, 10, 100) == pytest.approx(0.5)
+    assert area_over_log_labels(bent, 1, 100) == pytest.approx((0.35 + 0.55) / 2)
+    assert area_over_log_labels(straight, 1, 1000) is None  # beyond the last point
+    assert area_over_log_labels(straight, 10, 10) is None and area_over_log_labels(straight, 20, 10) is None
+    assert area_over_log_labels([], 1, 10) is None
+    assert labels_to_reach([], 0.5) == (None, "")
+    assert labels_to_reach(straight, 0.3) == (pytest.approx(math.sqrt(10)), "")
+    assert labels_to_reach(straight, 0.4) == (pytest.approx(10.0), "")  # reached exactly at a point
+    assert labels_to_reach(bent, 0.55) == (pytest.approx(10 ** 1.5), "")
+    table = [{"protocol": p, "init": i, "labeled_per_class": k, "mean": v}
+             for p in ("finetune", "linear") for i, shift in (("random", 0.0), ("pretrained", 0.2))
+             for k, v in ((1.0, 0.2 + shift), (10.0, 0.4 + shift))]
+    table = [r for r in table if not (r["protocol"] == "linear" and r["init"] == "random")]
+    rows = label_efficiency(table, at=(1, 50))
+    assert [(r["protocol"], r["init"], r["span_low"], r["span_high"]) for r in rows] == [
+        ("finetune", "pretrained", 1.0, 10.0), ("finetune", "random", 1.0, 10.0), ("linear", "pretrained", 1.0, 10.0)]
+    at50 = rows[0]
+    assert at50["accuracy_at_50"] is None  # outside the measured labels: nothing is extrapolated
+    assert (at50["random_labels_at_50"], at50["random_labels_at_50_qualifier"]) == (None, "")
+    assert (rows[0]["random_labels_at_1"], rows[0]["random_labels_at_1_qualifier"]) == (pytest.approx(10.0), "")
+    no_baseline = rows[2]  # linear has no random init to compare with
+    assert no_baseline["accuracy_at_1"] == pytest.approx(0.4)
+    assert (no_baseline["random_labels_at_1"], no_baseline["random_labels_at_1_qualifier"]) == (None, "")

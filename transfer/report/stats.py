@@ -192,16 +192,19 @@ def variance_components(entries: Iterable[dict], metric: str = "video_acc") -> l
 # extrapolated beyond the measured range.
 
 def curve(rows: Iterable[dict], protocol: str, init: str) -> list[tuple[float, float]]:
-    """(labeled per class, mean) of one protocol and init, in label order."""
-    return sorted((r["labeled_per_class"], r["mean"]) for r in rows if r["protocol"] == protocol and r["init"] == init)
+    """(labeled per class, mean) of one protocol and init, in label order; rows at the same label
+    count (e.g. a fraction and a user's list of that size) are one point, their mean."""
+    by_labels: dict[float, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["protocol"] == protocol and r["init"] == init:
+            by_labels[r["labeled_per_class"]].append(r["mean"])
+    return [(x, float(np.mean(ys))) for x, ys in sorted(by_labels.items())]
 
 
 def value_at(points: Sequence[tuple[float, float]], labels: float) -> float | None:
     """The curve at `labels` (log-linear between points); None outside the measured range."""
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):  # distinct label counts (see `curve`)
         if x0 <= labels <= x1:
-            if x1 == x0:
-                return (y0 + y1) / 2
             t = (math.log(labels) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return y0 + t * (y1 - y0)
     if len(points) == 1 and points[0][0] == labels:
