@@ -268,6 +268,15 @@ def test_window_means_sum_in_float64_per_step_and_reset():
     assert window.means() == {} and window.count == 0 and window.sums == {}
 
 
+def test_window_adds_device_tensors_without_reading_them():
+    # a meta tensor has no values: reading one (float(), .item()) raises, as a per-step host sync would show
+    window = WindowMeans()
+    window.add(loss=torch.ones((), device="meta"))
+    window.add(loss=torch.ones((), device="meta"))
+    total = window.sums["loss"]
+    assert isinstance(total, torch.Tensor) and total.is_meta and total.dtype == torch.float64 and window.count == 2
+
+
 def test_window_state_round_trips_as_plain_numbers():
     window = WindowMeans()
     window.add(a=torch.tensor([1.5], dtype=torch.float32).squeeze(), b=1)
