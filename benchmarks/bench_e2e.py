@@ -3,6 +3,13 @@
     python benchmarks/bench_e2e.py            # cold run in a fresh temporary OUTPUTS folder, then a warm rerun
     python benchmarks/bench_e2e.py --keep     # keep that folder (its path is printed)
     python benchmarks/bench_e2e.py --no-warm  # the cold run only
+    python benchmarks/bench_e2e.py --baseline c3832f9   # also the main job of an older commit, first
+
+With `--baseline REF`, the same machine first runs REF's `scripts/main.sh` (a `git worktree` of REF
+sharing this checkout's .venv, its packages first on PYTHONPATH, its setup step skipped) cold,
+then this tree's; the section then compares the two: wall time less setup, and the video
+accuracy of every (protocol, init, fraction) side by side, so that a speed-up is shown to keep
+the numbers.
 
 The cold run starts with an empty OUTPUTS folder, so every stage runs: the synthetic set, the clip
 caches, 450 GAN iterations (cpu_demo, 4.5-minute limit) and the 24-cell transfer sweep with its
@@ -168,9 +175,9 @@ def _stream(proc, start: float, timeline: Timeline, tail: list[str], label: str,
             return
 
 
-def run_job(script: Path, outputs: Path, label: str, *, echo: bool = True) -> dict:
+def run_job(script: Path, outputs: Path, label: str, *, echo: bool = True, env_extra: dict | None = None) -> dict:
     """Run `bash script` with OUTPUTS=outputs; stream its output; time its stages."""
-    env = dict(os.environ, OUTPUTS=str(outputs), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OUTPUTS=str(outputs), PYTHONUNBUFFERED="1", **(env_extra or {}))
     env.pop("VGANBENCH_NO_PROGRESS", None)  # the progress bars' first lines are stage markers
     load_start = load_average()
     timeline = Timeline()
@@ -256,6 +263,43 @@ def sweep_summary(out_dir: str | Path | None) -> dict | None:
                           for (p, i, f), v in sorted(acc.items())]}
 
 
+# ------------------------------------------------------------------------------------ the baseline
+
+SETUP_STUB = "#!/usr/bin/env bash\necho '[setup] baseline: the checkout .venv, packages from this tree (PYTHONPATH)'\n"
+
+
+@contextlib.contextmanager
+def baseline_tree(ref: str, parent: Path):
+    """A detached `git worktree` of `ref` that runs on this checkout's .venv: the worktree's own
+    packages come first on PYTHONPATH, and its setup.sh is a stub (a `pip install -e` there would
+    point the shared venv at the worktree). Removed afterwards."""
+    tree = parent / f"baseline-{ref}"
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=REPO_ROOT, check=True,
+                       capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        raise UserError(f"--baseline {ref}: git worktree add failed: {exc.stderr.strip()[:300]}") from None
+    try:
+        (tree / ".venv").symlink_to(REPO_ROOT / ".venv")
+        (tree / "scripts" / "setup.sh").write_text(SETUP_STUB)
+        yield tree
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT, capture_output=True)
+
+
+def without_setup(run: dict) -> float:
+    return run["wall_s"] - (run["stages"].get("setup") or 0.0)
+
+
+def accuracy_pairs(old: dict | None, new: dict | None) -> list[dict]:
+    """(protocol, init, fraction) rows with the baseline's and this tree's mean video accuracy."""
+    def index(cells):
+        return {(a["protocol"], a["init"], a["fraction"]): a for a in (cells or {}).get("video_acc", [])}
+    a, b = index(old), index(new)
+    return [{"protocol": k[0], "init": k[1], "fraction": k[2], "baseline": a[k]["mean"] if k in a else None,
+             "now": b[k]["mean"] if k in b else None} for k in sorted(set(a) | set(b))]
+
+
 # ------------------------------------------------------------------------------------ the run
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -268,7 +312,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the job to time (it must honour OUTPUTS); default scripts/main.sh")
     p.add_argument("--tmp-root", type=Path, default=None, help="where the fresh OUTPUTS folder goes")
     p.add_argument("--quiet", action="store_true", help="do not stream the job's output")
+    p.add_argument("--baseline", default=None, metavar="REF",
+                   help="also time REF's main job (a git commit), cold, before this tree's")
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    p.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of RESULTS.md")
     args = p.parse_args(argv)
     if not args.script.is_file():
         p.error(f"--script {args.script} does not exist")
@@ -285,18 +332,29 @@ def _command(args) -> str:
         flags.append("--no-warm")
     if args.budget_min != BUDGET_MIN:
         flags += ["--budget-min", f"{args.budget_min:g}"]
+    if args.baseline:
+        flags += ["--baseline", args.baseline]
     return " ".join(["python benchmarks/bench_e2e.py", *flags])
 
 
 def run(args) -> dict:
     """Cold run in a fresh folder, then (unless --no-warm) a warm rerun there; plain data back."""
     script = args.script.resolve()
-    outputs = Path(tempfile.mkdtemp(prefix="vganbench_e2e_", dir=args.tmp_root))
+    root = Path(tempfile.mkdtemp(prefix="vganbench_e2e_", dir=args.tmp_root))
+    outputs = root / "now" if args.baseline else root
     print(f"[e2e] OUTPUTS={outputs}; load average {fmt_load(load_average())}", file=sys.stderr, flush=True)
     result = {"stage": "e2e", "command": _command(args), "quick": False, "script": str(script),
-              "budget_s": 60 * args.budget_min, "outputs": str(outputs) if args.keep else None,
+              "budget_s": 60 * args.budget_min, "outputs": str(root) if args.keep else None,
               "cores": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS", "2 (main.sh default)")}
     try:
+        if args.baseline:
+            old_outputs = root / "baseline"
+            with baseline_tree(args.baseline, root) as tree:
+                print(f"[e2e] baseline {args.baseline}: {tree}", file=sys.stderr, flush=True)
+                old = run_job(tree / "scripts" / "main.sh", old_outputs, "baseline", echo=not args.quiet,
+                              env_extra={"PYTHONPATH": str(tree)})
+                result["baseline"] = {"ref": args.baseline, "run": old,
+                                      "sweep_cells": sweep_summary((old.get("sweep") or {}).get("out_dir"))}
         cold = run_job(script, outputs, "cold", echo=not args.quiet)
         result["cold"] = cold
         result["pretrain"] = pretrain_summary(outputs)
@@ -305,13 +363,17 @@ def run(args) -> dict:
             result["warm"] = run_job(script, outputs, "warm", echo=not args.quiet)
     finally:
         if args.keep:
-            print(f"[e2e] kept {outputs}", file=sys.stderr)
+            print(f"[e2e] kept {root}", file=sys.stderr)
         else:
-            shutil.rmtree(outputs, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
     result["cold_vs_budget"] = ratio(result["cold"]["wall_s"], result["budget_s"])
     warm = result.get("warm")
     result["warm_vs_cold"] = ratio(warm["wall_s"], result["cold"]["wall_s"]) if warm else None
     result["warm_reuse"] = reuse_problems(warm) if warm else None
+    base = result.get("baseline")
+    if base:
+        base["now_vs_baseline"] = ratio(without_setup(result["cold"]), without_setup(base["run"]))
+        base["accuracy"] = accuracy_pairs(base["sweep_cells"], result.get("sweep_cells"))
     return result
 
 
@@ -367,6 +429,30 @@ def _shown(path: str) -> str:
         return str(Path(path).resolve().relative_to(REPO_ROOT))
     except ValueError:
         return path
+
+
+def baseline_tables(result: dict) -> list[str]:
+    """The older commit's main job beside this tree's: times, then accuracy (empty without one)."""
+    base = result.get("baseline")
+    if not base:
+        return []
+    old, new = base["run"], result["cold"]
+    rows = [("main job less setup (cold)", fmt_seconds(without_setup(new)), fmt_seconds(without_setup(old)),
+             f"{fmt_ratio(base['now_vs_baseline'])} of baseline")]
+    for name in ("pretrain", "pretrain/synthetic", "pretrain/train", "transfer", "transfer/cells"):
+        if name in new["stages"] or name in old["stages"]:
+            label = ("&nbsp;&nbsp;" if "/" in name else "") + STAGE_LABELS[name]
+            n, o = new["stages"].get(name), old["stages"].get(name)
+            rows.append((label, fmt_seconds(n), fmt_seconds(o),
+                         f"{fmt_ratio(ratio(n, o))} of baseline" if n and o else "-"))
+    times = md_table(["figure", "this tree", f"baseline `{base['ref']}` **(peer)**", "ratio"], rows, "lrrr")
+    acc = md_table(["protocol", "init", "fraction", "this tree (%)", f"baseline `{base['ref']}` (%)", "difference"],
+                   [(a["protocol"], a["init"], f"{a['fraction']:g}", fmt_num(a["now"], 3), fmt_num(a["baseline"], 3),
+                     f"{a['now'] - a['baseline']:+.1f}" if a["now"] is not None and a["baseline"] is not None else "-")
+                    for a in base["accuracy"]], "lllrrr")
+    return [f"This tree's main job against commit `{base['ref']}`'s, cold, one after the other on this machine "
+            f"(the baseline first; each without its setup step):", times,
+            "Video accuracy of the two runs (mean over the sweep's seeds):", acc]
 
 
 def section(result: dict, info: dict, load_end=None) -> str:
@@ -429,7 +515,7 @@ def section(result: dict, info: dict, load_end=None) -> str:
         f"with `OUTPUTS` set to a fresh empty folder (cold), then again in the same folder (warm). "
         f"OMP_NUM_THREADS={result['omp_threads']}.",
         stamp(info, quick=False, load_end=load_end),
-        headline, stages, usage,
+        headline, *baseline_tables(result), stages, usage,
         notes([*found, busy_note(info, load_end),
                "Stage times are the arrival times of the lines that open each stage (main.sh's `[main]` lines, "
                "the first line of the synthetic-set and clip-cache progress bars, the pretraining log line "

@@ -66,9 +66,10 @@ def peak_for(name: str, precision: str) -> float | None:
     return None
 
 
-def make_trainer(size: str, variant: str, batch: int, device: str, tmp: Path) -> Trainer:
+def make_trainer(size: str, variant: str, batch: int, device: str, tmp: Path, method: str = "vgan") -> Trainer:
     width, frames, px = SIZES[size]
-    cfg = PretrainConfig(experiment_name=f"bench_{size}_{variant}", output_root=str(tmp))
+    cfg = PretrainConfig(experiment_name=f"bench_{size}_{variant}_{method}", output_root=str(tmp))
+    cfg.method.name = method
     cfg.model.width, cfg.model.frames, cfg.model.size = width, frames, px
     cfg.trainer.batch_size, cfg.trainer.device, cfg.trainer.progress = batch, device, False
     for key, value in VARIANTS[variant].items():
@@ -97,7 +98,7 @@ def run(args) -> dict:
     """Time every (size, variant); returns {"rows": [...], ...} as plain data (see `section`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = []
+    rows, method_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             batch = args.paper_batch if size == "paper" else args.demo_batch
@@ -120,11 +121,27 @@ def run(args) -> dict:
                 rows.append(row)
                 print(f"  {size:5s} {variant:13s} {sec:8.3f} s/iter  {batch / sec:8.2f} clips/s", file=sys.stderr)
                 del trainer
+            for method in args.methods:  # the other methods' steps, fp32 eager, beside VGAN's
+                if method == "vgan":
+                    continue
+                trainer = make_trainer(size, "fp32", batch, args.device, Path(tmp), method)
+                view = trainer.method.data_view()
+                shape = (batch, *((view.views,) if view.views > 1 else ()), view.frames, px, px, 3)
+                real = torch.randint(0, 256, shape, dtype=torch.uint8)
+                sec = time_iterations(trainer, real, args.warmup, args.iters)
+                method_rows.append({"size": size, "method": method, "batch": batch, "sec_per_iter": sec,
+                                    "clips_per_s": batch / sec, "views": view.views, "frames_read": view.frames})
+                print(f"  {size:5s} {method:13s} {sec:8.3f} s/iter  {batch / sec:8.2f} clips/s", file=sys.stderr)
+                del trainer
     for row in rows:
         base = next(r for r in rows if r["size"] == row["size"] and r["variant"] == "fp32") \
             if "fp32" in args.variants else None
         row["vs_fp32"] = row["clips_per_s"] / base["clips_per_s"] if base else None
+    for row in method_rows:
+        vgan = next((r for r in rows if r["size"] == row["size"] and r["variant"] == "fp32"), None)
+        row["vs_vgan"] = row["clips_per_s"] / vgan["clips_per_s"] if vgan else None
     return {"stage": "pretrain", "command": _command(args), "quick": args.quick, "rows": rows,
+            "method_rows": method_rows,
             "iters": args.iters, "warmup": args.warmup, "compile_warmup": args.compile_warmup,
             "threads": torch.get_num_threads(), "device": rows[0]["device"] if rows else None}
 
@@ -143,6 +160,27 @@ def table(rows: list[dict]) -> str:
                      "TFLOP/s", "of peak"], body, "llrrrrrrr")
 
 
+def methods_table(result: dict) -> str | None:
+    """Every method's step beside VGAN's fp32 eager step (the peer), per size."""
+    vgan = [r for r in result["rows"] if r["variant"] == "fp32"]
+    if not result.get("method_rows") or not vgan:
+        return None
+    body = []
+    for size in dict.fromkeys(r["size"] for r in vgan):
+        w, f, s = SIZES[size]
+        peer = next(r for r in vgan if r["size"] == size)
+        body.append((f"{size} (w{w}, {f}x{s}x{s})", "vgan (paper losses) **(peer)**", peer["batch"],
+                     fmt_num(peer["sec_per_iter"]), fmt_num(peer["clips_per_s"]), "1 (peer)"))
+        for r in (r for r in result["method_rows"] if r["size"] == size):
+            body.append((f"{size} (w{w}, {f}x{s}x{s})", METHOD_LABELS.get(r["method"], r["method"]), r["batch"],
+                         fmt_num(r["sec_per_iter"]), fmt_num(r["clips_per_s"]),
+                         fmt_ratio(r["vs_vgan"]) if r["vs_vgan"] is not None else "n/a"))
+    return md_table(["size", "method (fp32 eager)", "batch", "s/iter", "clips/s", "ours/peer (clips/s)"], body,
+                    "llrrrr")
+
+
+METHOD_LABELS = {"contrastive": "contrastive (2 clips per video, InfoNCE)",
+                 "speed": "playback speed (reads clips 4x as long)"}
 HEADING = "Pretraining"
 LABELS = {"fp32": "fp32 eager", "bf16": "bf16 autocast", "channels_last": "channels_last_3d",
           "compile": "torch.compile"}
@@ -195,19 +233,23 @@ def _notes(result: dict, info: dict) -> list[str]:
 
 def section(result: dict, info: dict, load_end=None) -> str:
     """The "## Pretraining" section of RESULTS.md, from `run`'s result."""
+    methods = methods_table(result)
     return common.section(
         HEADING,
         f"`{result['command']}` (or `python benchmarks/run_all.py --only pretrain`).",
         stamp(info, quick=result["quick"], load_end=load_end),
         f"Device: {result['device']}; torch threads: {result['threads']}.",
         table(result["rows"]),
+        *(["Every method's training step on the same backbone and batch (clips/s counts training items; "
+           "a contrastive item is two clips of one video), against VGAN's in the same run:", methods]
+          if methods else []),
         notes([*_notes(result, info), busy_note(info, load_end), METHOD]))
 
 
 def _command(args) -> str:
     flags = ["--quick"] if args.quick else []
     defaults = parse_args(["--quick"] if args.quick else [])
-    for name in ("sizes", "variants", "paper_batch", "demo_batch", "iters", "warmup", "compile_warmup",
+    for name in ("sizes", "variants", "methods", "paper_batch", "demo_batch", "iters", "warmup", "compile_warmup",
                  "threads", "device"):
         value = getattr(args, name)
         if value != getattr(defaults, name):
@@ -221,6 +263,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sizes", default=None, type=lambda s: s.split(","),
                    help="paper,demo (default both; --quick: demo)")
     p.add_argument("--variants", default="fp32,bf16,channels_last,compile", type=lambda s: s.split(","))
+    p.add_argument("--methods", default="vgan,contrastive,speed", type=lambda s: s.split(","),
+                   help="pretraining methods timed beside VGAN (fp32 eager)")
     p.add_argument("--device", default="auto")
     p.add_argument("--paper-batch", type=int, default=None, help="default: 8 on CPU, 64 on GPU")
     p.add_argument("--demo-batch", type=int, default=32)
@@ -239,6 +283,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in args.variants:
         if name not in VARIANTS:
             p.error(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
+    from pretrain.methods import METHODS
+    for name in args.methods:
+        if name not in METHODS:
+            p.error(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     args.paper_batch = args.paper_batch or (64 if gpu else 8)
     args.iters = args.iters or (20 if gpu else 2)

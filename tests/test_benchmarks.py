@@ -176,6 +176,12 @@ def test_stage_sections_put_each_figure_next_to_its_peer_and_label_quick_runs():
     assert "fp32 eager **(peer)** | 32 | 0.900 | 35.6 | 1 (peer)" in text
     assert "torch.compile | 32 | 1.80 | 17.8 | 0.50x" in text
     assert "slower than eager" in text and "full run" in text and "quick run" not in text
+    assert "Every method's" not in text  # no other method timed: no methods table
+    pre["method_rows"] = [{"size": "demo", "method": "contrastive", "batch": 32, "sec_per_iter": 0.45,
+                           "clips_per_s": 32 / 0.45, "vs_vgan": 2.0}]
+    text = bench_pretrain.section(pre, INFO)
+    assert "| demo (w16, 16x32x32) | vgan (paper losses) **(peer)** | 32 | 0.900 | 35.6 | 1 (peer) |" in text
+    assert "| demo (w16, 16x32x32) | contrastive (2 clips per video, InfoNCE) | 32 | 0.450 | 71.1 | 2.00x |" in text
 
     tr = {"command": "python benchmarks/bench_transfer.py", "quick": False, "threads": 2, "videos": 300,
           "test_videos": 100,
@@ -287,3 +293,20 @@ def test_reuse_problems_name_what_a_warm_run_redid():
     assert any("clip cache" in p for p in problems)
     assert any("pretraining ran again" in p for p in problems)
     assert any("4 of 24 cells" in p for p in problems)
+
+
+def test_baseline_comparison_is_time_less_setup_and_accuracy_side_by_side():
+    def run(wall, setup, pretrain, transfer):
+        return {"wall_s": wall, "stages": {"setup": setup, "pretrain": pretrain, "transfer": transfer}}
+    old_cells = {"video_acc": [{"protocol": "finetune", "init": "pretrained", "fraction": 0.1, "mean": 53.8, "n": 2}]}
+    new_cells = {"video_acc": [{"protocol": "finetune", "init": "pretrained", "fraction": 0.1, "mean": 52.3, "n": 2}]}
+    result = {"cold": run(160.0, 10.0, 90.0, 60.0),
+              "baseline": {"ref": "c3832f9", "run": run(310.0, 10.0, 130.0, 170.0), "sweep_cells": old_cells}}
+    base = result["baseline"]
+    base["now_vs_baseline"] = common.ratio(bench_e2e.without_setup(result["cold"]), bench_e2e.without_setup(base["run"]))
+    base["accuracy"] = bench_e2e.accuracy_pairs(old_cells, new_cells)
+    assert base["now_vs_baseline"] == pytest.approx(150 / 300)
+    text = "\n".join(bench_e2e.baseline_tables(result))
+    assert "| main job less setup (cold) | 2 min 30.0 s | 5 min 00.0 s | 0.50x of baseline |" in text
+    assert "| finetune | pretrained | 0.1 | 52.3 | 53.8 | -1.5 |" in text
+    assert bench_e2e.baseline_tables({"cold": result["cold"]}) == []
