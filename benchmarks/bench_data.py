@@ -14,6 +14,7 @@ data and `section(...)` renders the RESULTS.md section (benchmarks/run_all.py ca
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -190,6 +191,11 @@ def run(args) -> dict:
     return result
 
 
+# Clips/s the paper-size GAN step eats on an H100 in bf16 (issue 10's sizing figure): the loader
+# note says how many workers that takes at the measured per-worker rate.
+GPU_APPETITE = 14_000
+
+
 def section(result: dict, info: dict, load_end=None) -> str:
     """The "## Data loading" section of RESULTS.md, from `run`'s result."""
     rows = [(r["method"] + (" **(peer)**" if r["role"] == "peer" else ""), fmt_num(r["ms_per_clip"]),
@@ -220,6 +226,13 @@ def section(result: dict, info: dict, load_end=None) -> str:
                      f"the rate of torchvision + resize; reading it back from the clip cache is "
                      f"{fmt_ratio(by_key['cache_clip']['vs_peer'])} (uint8) and "
                      f"{fmt_ratio(by_key['cache_item']['vs_peer'])} (float tensor) the peer's rate.")
+    if "cache_item" in by_key:
+        per_worker = 1000 / by_key["cache_item"]["ms_per_clip"]
+        found.append(f"One loader worker (one core) turns cached clips into float model input at "
+                     f"{fmt_num(per_worker)} clips/s, so feeding {GPU_APPETITE:,} clips/s (the paper-size GAN "
+                     f"step's appetite on an H100, the estimate this suite sizes for) takes "
+                     f"{math.ceil(GPU_APPETITE / per_worker)} DataLoader workers, as many cores beside the GPU; "
+                     f"`benchmarks/gpu_check.py` measures the loader with workers against the step timed on the card.")
     if b["break_even_epochs"] is not None:
         found.append(f"Building the cache runs at {fmt_ratio(b['vs_peer'])} the rate of decoding the same clips "
                      f"on the fly, so it pays for itself after {b['break_even_epochs']:.1f} epoch(s) of "

@@ -54,8 +54,9 @@ CAVEATS = (
     "times UCF101's mean length instead (every frame decoded and stabilised: an upper bound).",
     "Projections assume one cache-build process per core and perfect scaling; the shard column "
     "adds the granularity of 64-video shards (a worker builds whole shards; 209 shards for "
-    "UCF101). Eight nodes need the shards split across nodes: `ClipCache.build` itself runs on one "
-    "node. Writing the shards (393 KB per video at 32 frames of 64x64, 2.3 MB for a whole 186-frame "
+    "UCF101). Across nodes the shards run as a SLURM job array (`python -m videodata.prepare "
+    "--executor slurm`: one array task per group of shards, building them one after another on one "
+    "core), so the scheduler spreads them over whatever nodes are free. Writing the shards (393 KB per video at 32 frames of 64x64, 2.3 MB for a whole 186-frame "
     "video) is not included.",
 )
 
