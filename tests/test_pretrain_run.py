@@ -54,6 +54,27 @@ def test_improved_preset_and_groups_compose():
     assert cfg.data.source == "folder" and cfg.data.root == "/videos"
 
 
+PRESETS = sorted(p.stem for p in (REPO / "pretrain" / "conf" / "experiment").glob("*.yaml"))
+CPU_DEMOS = [name for name in PRESETS if name.endswith("cpu_demo") or name == "improved"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_shipped_preset_composes_and_validates(preset):
+    cfg = _compose(f"experiment={preset}")
+    assert cfg.experiment_name == preset
+    validate(as_config(cfg))
+    method = preset.split("_")[0]
+    assert cfg.method.name == (method if method in ("contrastive", "speed") else "vgan")
+
+
+def test_cpu_demos_share_the_backbone_and_budget():
+    """The methods compare on one backbone and one training-time cap (README: Methods)."""
+    shapes = {name: _compose(f"experiment={name}") for name in CPU_DEMOS}
+    assert len(shapes) == 4
+    assert {(c.model.width, c.model.frames, c.model.size, c.trainer.batch_size, c.trainer.time_limit_min)
+            for c in shapes.values()} == {(16, 16, 32, 32, 4.5)}
+
+
 @pytest.mark.parametrize("override,needle", [
     ("trainer.bogus=1", "bogus"),
     ("model.widht=8", "widht"),
