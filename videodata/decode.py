@@ -142,7 +142,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 # ----------------------------------------------------------------------------- conversion
 
-def _as_hw(size: Size) -> tuple[int, int]:
+def as_hw(size: Size) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
         h = w = int(size)
     else:
@@ -158,7 +158,7 @@ class _Resizer:
     def __init__(self, size: Size, resize: str):
         if resize not in ("crop", "stretch"):
             raise ValueError(f"resize must be 'crop' or 'stretch', got {resize!r}")
-        self.out_h, self.out_w = _as_hw(size)
+        self.out_h, self.out_w = as_hw(size)
         self.resize = resize
         self._key = None
         self._graph = None

@@ -41,7 +41,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from videodata.decode import DEFAULT_THREADS, _as_hw, iter_native_frames
+from videodata.decode import DEFAULT_THREADS, as_hw, iter_native_frames
 from videodata.errors import VideoDataError
 
 # Bump when the algorithm changes its output: it is part of `StabiliseConfig.as_dict()`, hence of
@@ -405,7 +405,7 @@ def decode_stabilised(path: str | os.PathLike, size, *, max_frames: int | None =
     stabilised. With `return_report`, returns (frames, StabiliseReport).
     """
     cfg = cfg or StabiliseConfig()
-    out_h, out_w = _as_hw(size)
+    out_h, out_w = as_hw(size)
     if resize not in ("crop", "stretch"):
         raise ValueError(f"resize must be 'crop' or 'stretch', got {resize!r}")
     frames = iter_native_frames(path, max_frames=max_frames, stride=stride, pix_fmt="rgba", threads=threads)
