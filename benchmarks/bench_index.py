@@ -68,11 +68,13 @@ def rss():
     """Peak RSS of this process image so far, MB: VmHWM (ru_maxrss would include the parent's
     pages from before exec on Linux)."""
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+        with open("/proc/self/status") as status:
+            lines = status.read().splitlines()
+    except OSError:  # no /proc (not Linux): ru_maxrss is the fallback
+        lines = []
+    for line in lines:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -778,21 +778,30 @@ def _status_line(title: str, part: dict) -> str | None:
     return None
 
 
+def _part(result: dict, name: str) -> tuple[dict, str, str | None]:
+    """A part's result, its title, and its one status line when it failed or was skipped (else None)."""
+    part = result["parts"].get(name, {})
+    title = PART_TITLES[name]
+    return part, title, _status_line(title, part)
+
+
+def _error_row(lead: tuple, columns: int, row: dict) -> tuple:
+    """The table row of a measurement that raised: its leading cells, "-" up to `columns`, the error."""
+    return (*lead, *["-"] * (columns - len(lead) - 1), f"error: {row.get('error')}")
+
+
 def _gan_block(result: dict) -> list[str]:
-    part = result["parts"].get("gan", {})
-    title = PART_TITLES["gan"]
+    part, title, status = _part(result, "gan")
     s = result["size"]
     head = (f"**{title}** (`experiment=vgan_paper` settings at width {s['width']}, {s['frames']} frames at "
             f"{s['size']}x{s['size']}; the trainer's own `train_step`: D step on a real and a fake batch, then "
             f"the G step on the D step's fakes)")
-    status = _status_line(title, part)
     if status:
         return [status]
     rows = []
     for r in part["rows"]:
         if "clips_per_s" not in r:
-            rows.append((VARIANT_LABELS[r["variant"]], r["batch"], "-", "-", "-", "-", "-", "-",
-                         f"error: {r.get('error')}"))
+            rows.append(_error_row((VARIANT_LABELS[r["variant"]], r["batch"]), 9, r))
             continue
         warm = str(r["warmup"])
         if r["compile"]:
@@ -821,15 +830,13 @@ def _gan_block(result: dict) -> list[str]:
 
 
 def _finetune_block(result: dict) -> list[str]:
-    part = result["parts"].get("finetune", {})
-    title = PART_TITLES["finetune"]
-    status = _status_line(title, part)
+    part, title, status = _part(result, "finetune")
     if status:
         return [status]
     rows = []
     for r in part["rows"]:
         if "clips_per_s" not in r:
-            rows.append((r["precision"], r["batch"], "-", "-", "-", "-", "-", f"error: {r.get('error')}"))
+            rows.append(_error_row((r["precision"], r["batch"]), 8, r))
             continue
         rows.append((r["precision"], r["batch"], fmt_num(r["sec_per_iter"] * 1000), fmt_num(r["clips_per_s"]),
                      fmt_num(r["tflops"], 3) if r.get("tflops") is not None else "-", _pct(r.get("own_peak_fraction")),
@@ -844,9 +851,7 @@ def _finetune_block(result: dict) -> list[str]:
 
 
 def _agreement_block(result: dict) -> list[str]:
-    part = result["parts"].get("agreement", {})
-    title = PART_TITLES["agreement"]
-    status = _status_line(title, part)
+    part, title, status = _part(result, "agreement")
     if status:
         return [status]
     rows = [(i + 1, f"{a['d_loss']:.7f}", f"{b['d_loss']:.7f}", f"{a['g_loss']:.7f}", f"{b['g_loss']:.7f}")
@@ -864,15 +869,13 @@ def _agreement_block(result: dict) -> list[str]:
 
 
 def _loader_block(result: dict) -> list[str]:
-    part = result["parts"].get("loader", {})
-    title = PART_TITLES["loader"]
-    status = _status_line(title, part)
+    part, title, status = _part(result, "loader")
     if status:
         return [status]
     rows = []
     for r in part["rows"]:
         if "clips_per_s" not in r:
-            rows.append((r["workers"], "-", "-", "-", "-", f"error: {r.get('error')}"))
+            rows.append(_error_row((r["workers"],), 6, r))
             continue
         rows.append((r["workers"] if r["workers"] else "0 (in process)", fmt_num(r["clips_per_s"]),
                      fmt_num(r["clips_per_s_per_worker"]) if r["workers"] else "-",
@@ -898,9 +901,7 @@ def _loader_block(result: dict) -> list[str]:
 
 
 def _e2e_block(result: dict) -> list[str]:
-    part = result["parts"].get("e2e", {})
-    title = PART_TITLES["e2e"]
-    status = _status_line(title, part)
+    part, title, status = _part(result, "e2e")
     if status:
         return [status]
     rows = []

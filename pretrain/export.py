@@ -13,7 +13,6 @@ never carry code.
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 from pretrain.models import VideoBackbone, build_backbone
 from runkit.atomic import atomic_torch_save, atomic_write_text
 from runkit.errors import UserError
+from runkit.hashing import file_sha256
 from runkit.paths import resolve_path
 
 EXPORT_FORMAT = "vganbench.discriminator/1"
@@ -64,14 +64,6 @@ class BackboneExport:
                 raise ExportError(f"{self.path}: weights do not fit the exported architecture "
                                   f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
         return model
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_export(path: str | Path, backbone: VideoBackbone, *, step: int, data_fingerprint: str,

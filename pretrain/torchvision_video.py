@@ -146,7 +146,8 @@ def export_torchvision(spec: str, out_root: str | Path, *, seed: int = 0) -> Pat
     """Write (once) the backbone export of `spec` under `out_root/torchvision-<name>-<weights hash
     or "init<seed>">/backbone.pt` and return its path. Without a weights file the export holds
     torchvision's fresh init from `seed`."""
-    from pretrain.export import file_sha256, write_export
+    from pretrain.export import write_export
+    from runkit.hashing import file_sha256
 
     name, weights = parse_spec(spec)
     tag = file_sha256(weights)[:12] if weights is not None else f"init{seed}"

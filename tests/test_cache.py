@@ -125,14 +125,16 @@ def test_a_build_in_this_process_leaves_its_thread_count_alone(records, tmp_path
         torch.set_num_threads(before)
 
 
+class Killed(Exception):
+    """The build's process dying after a shard (raised from its on_shard_done hook)."""
+
+
+def kill_after_shard_1(shard):
+    if shard == 1:
+        raise Killed
+
+
 def test_killed_build_resumes_without_redoing_finished_shards(records, tmp_path):
-    class Killed(Exception):
-        pass
-
-    def kill_after_shard_1(shard):
-        if shard == 1:
-            raise Killed
-
     with pytest.raises(Killed):
         build(records, tmp_path, on_shard_done=kill_after_shard_1)
     (folder,) = tmp_path.iterdir()
@@ -229,13 +231,6 @@ def job_folders(folder: Path) -> list[Path]:
 def test_executor_build_resumes_only_the_missing_shards(records, cache, tmp_path):
     from slurm.executors import make_executor
     from slurm.jobs import job_runner
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_shard_1(shard):
-        if shard == 1:
-            raise Killed
 
     with pytest.raises(Killed):
         build(records, tmp_path / "c", on_shard_done=kill_after_shard_1)

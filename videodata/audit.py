@@ -14,13 +14,13 @@ leaks (or warn, when the user opts in) and record the result next to the run.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
+from runkit.hashing import file_sha256
 from videodata.errors import VideoDataError
 from videodata.ucf101 import VideoRecord, parse_group_clip
 
@@ -68,14 +68,6 @@ class AuditResult:
         return {**asdict(self), "clean": self.clean, "summary": self.summary()}
 
 
-def _sha256(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -119,11 +111,11 @@ def audit_pool(pool: Sequence[VideoRecord], tests: Mapping[int, Sequence[VideoRe
             continue
         candidates = test_by_size.get(_size(rec.path), [])
         if candidates:
-            digest = _sha256(rec.path)
+            digest = file_sha256(rec.path)
             result.hashed += 1
             for split, test_path in candidates:
                 if test_path not in test_hashes:
-                    test_hashes[test_path] = _sha256(test_path)
+                    test_hashes[test_path] = file_sha256(test_path)
                     result.hashed += 1
                 if test_hashes[test_path] == digest:
                     leak("content", split, rec.path, test_path)

@@ -18,7 +18,6 @@ external CSS or JavaScript.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from pretrain.export import load_export
 from pretrain.methods import METHODS
 from pretrain.samples import plot_health
 from runkit.atomic import atomic_write_bytes, atomic_write_text
+from runkit.hashing import file_sha256
 from runkit.machine import describe_machine
 from transfer.ledger import Ledger
 from transfer.report.document import Block, code, files, h, img, p, render_html, render_markdown, table, ul
@@ -90,10 +90,6 @@ def _manifest_header(path: Path) -> dict[str, str]:
             if sep:
                 header[key] = value
     return header
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _first_line(text: str | None) -> str:
@@ -407,7 +403,7 @@ def _manifests(sweep_dir: Path, plan: dict, entries: list[dict]) -> list[Block]:
         if not path.is_file():
             rows.append([name, "—", "—", "—", "—", "missing", "—"])
             continue
-        head, sha = _manifest_header(path), _file_sha256(path)
+        head, sha = _manifest_header(path), file_sha256(path)
         seen = recorded.get(f"manifests/{name}")
         ledger = "—" if not seen else ("matches" if seen == {sha} else "MISMATCH")
         full = name.rsplit("_", 1)[-1] in ("train.txt", "test.txt")
