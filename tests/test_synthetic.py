@@ -152,3 +152,26 @@ def test_single_frame_is_uninformative_but_motion_is(num_classes):
     single, moving = accuracy(first), accuracy(motion)
     assert single < chance + 0.1, f"a single frame reveals the class: {single:.2f}"
     assert moving > 0.6 and moving > single + 0.4, f"motion too weak: {moving:.2f} vs {single:.2f}"
+
+
+def test_rendering_in_passes_of_frames_equals_frame_by_frame(monkeypatch):
+    """render() draws several frames per numpy pass; how many must not change a pixel."""
+    import videodata.synthetic as synthetic
+
+    for cfg in (SyntheticConfig(frames=12), SyntheticConfig(frames=12, camera="mixed", background_texture=0.2)):
+        specs = labeled_specs(cfg)[::97][:3]
+        monkeypatch.setattr(synthetic, "_FRAMES_PER_PASS", 1)
+        one_by_one = [render(spec, cfg) for spec in specs]
+        for per_pass in (5, 64):
+            monkeypatch.setattr(synthetic, "_FRAMES_PER_PASS", per_pass)
+            assert all(np.array_equal(render(spec, cfg), ref) for spec, ref in zip(specs, one_by_one))
+
+
+@pytest.mark.parametrize("ss", [1, 2, 3])
+def test_subpixel_coverage_is_the_mean_of_each_block(ss):
+    from videodata.synthetic import _coverage
+
+    mask = np.random.default_rng(ss).random((4, 6 * ss, 5 * ss)) < 0.4
+    expected = mask.reshape(4, 6, ss, 5, ss).mean(axis=(2, 4), dtype=np.float32)
+    assert _coverage(mask, ss).dtype == np.float32
+    assert np.array_equal(_coverage(mask, ss), expected)

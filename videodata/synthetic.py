@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -41,6 +40,7 @@ import numpy as np
 
 from runkit.atomic import atomic_open, atomic_write_bytes, atomic_write_json
 from runkit.logging import progress
+from runkit.processes import worker_context
 from videodata.errors import VideoDataError
 from videodata.hmdb51 import write_split_files as write_hmdb51_splits
 
@@ -80,6 +80,7 @@ LAYOUTS = ("ucf101", "hmdb51")
 # Whole-frame camera motion (background and object together), for the stabilisation tests.
 CAMERAS = ("none", "pan", "zoom", "shake", "mixed")
 _SUPERSAMPLE = 2  # anti-aliased edges, so sub-pixel motion stays smooth
+_FRAMES_PER_PASS = 8
 
 
 @dataclass
@@ -418,37 +419,52 @@ def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
     aspect = rng.uniform(0.45, 0.7)
     x, y, radius, angle = _trajectory(MOTIONS[spec.motion], rng, cfg)
 
-    gy, gx = np.mgrid[0:h * ss, 0:w * ss].astype(np.float32)
-    gy, gx = (gy + 0.5) / ss, (gx + 0.5) / ss
+    # Supersampled pixel centres: a row of x and a column of y (they broadcast to the grid), so
+    # the wrap-around below runs on W + H values per frame, not W * H.
+    gx = (np.arange(w * ss, dtype=np.float32)[None, :] + 0.5) / ss
+    gy = (np.arange(h * ss, dtype=np.float32)[:, None] + 0.5) / ss
     view, texture = _camera(spec, cfg), _texture(spec, cfg)
     if view is not None or texture is not None:
         py, px = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5  # pixel centres
     if texture is not None:
         bg = np.clip(bg + texture(px, py), 0, 130)
+    # Per-frame object pose as float32 (frames, 1, 1): the grid math below stays in float32.
+    pose = np.stack([x - w / 2, y - h / 2, np.cos(angle) / radius, np.sin(angle) / radius])
+    off_x, off_y, cos_r, sin_r = pose.astype(np.float32)[:, :, None, None]
     frames = np.empty((cfg.frames, h, w, 3), dtype=np.uint8)
-    for i in range(cfg.frames):
+    # A few frames at a time: numpy's per-call cost is spread over frames, memory stays bounded.
+    for lo in range(0, cfg.frames, _FRAMES_PER_PASS):
+        at = slice(lo, min(lo + _FRAMES_PER_PASS, cfg.frames))
         sx, sy, scene = gx, gy, bg
         if view is not None:  # the camera moves: sample the (static) scene where it looks now
-            sx, sy = view(i, gx, gy)
-            bx, by = view(i, px, py)
-            scene = paint(by / h, bx / h)
-            if texture is not None:
-                scene = np.clip(scene + texture(bx, by), 0, 130)
-        # Python floats keep the grid math in float32 (numpy scalars would promote to float64).
-        cx, cy, inv_r = float(x[i]), float(y[i]), 1.0 / float(radius[i])
-        c, s = float(np.cos(angle[i])) * inv_r, float(np.sin(angle[i])) * inv_r
+            frame_ids = range(at.start, at.stop)
+            full_x, full_y = np.broadcast_arrays(gx, gy)
+            sx, sy = (np.stack(axis) for axis in zip(*(view(i, full_x, full_y) for i in frame_ids)))
+            scenes = []
+            for i in frame_ids:
+                bx, by = view(i, px, py)
+                scene_i = paint(by / h, bx / h)
+                scenes.append(scene_i if texture is None else np.clip(scene_i + texture(bx, by), 0, 130))
+            scene = np.stack(scenes)
         # Wrap-around canvas: an object leaving one side re-enters on the other.
-        dx = np.mod(sx - (cx - w / 2), w) - w / 2
-        dy = np.mod(sy - (cy - h / 2), h) - h / 2
-        u = c * dx + s * dy
-        v = c * dy - s * dx
+        dx = np.mod(sx - off_x[at], w) - w / 2
+        dy = np.mod(sy - off_y[at], h) - h / 2
+        u = cos_r[at] * dx + sin_r[at] * dy
+        v = cos_r[at] * dy - sin_r[at] * dx
         inside = _inside(shape, u, v, aspect)
         tip = inside & (u > 0.35)  # a second colour at one end shows rotation and orientation
-        a_all = inside.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
-        a_tip = tip.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
+        a_all, a_tip = _coverage(inside, ss)[..., None], _coverage(tip, ss)[..., None]
         img = scene * (1 - a_all) + body * (a_all - a_tip) + stripe * a_tip
-        frames[i] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        frames[at] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return frames
+
+
+def _coverage(mask: np.ndarray, ss: int) -> np.ndarray:
+    """(..., H*ss, W*ss) bool -> float32 (..., H, W): the covered fraction of each pixel's ss x ss
+    subpixels (summed as small integers: exact, and faster than a float mean over a reshape)."""
+    as_int = mask.view(np.uint8)
+    count = sum(as_int[..., i::ss, j::ss] for i in range(ss) for j in range(ss))
+    return count.astype(np.float32) / (ss * ss)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int, bit_rate: int = 600_000) -> None:
@@ -570,9 +586,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticLayout:
                 _write_chunk(cfg_dict, part)
                 bar.update(len(part))
         else:
-            # spawn: safe even when the caller has torch (and its thread pools) loaded
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(cfg.workers, mp_context=worker_context()) as pool:
                 futures = {pool.submit(_write_chunk, cfg_dict, part): len(part) for part in chunks}
                 for future in as_completed(futures):
                     future.result()
