@@ -173,3 +173,41 @@ def test_local_executor_runs_cells_in_subprocesses(tiny):
                               inits=("random",)))
     assert twin["status"]["done"] == 2
     assert stable_ledger(tiny["root"] / "local") == stable_ledger(tiny["root"] / "local-twin")
+
+
+def test_a_job_runs_torch_and_blas_on_its_own_thread_count(tiny, monkeypatch):
+    """`--threads` holds for everything a job runs, extraction and scikit-learn's fits included:
+    OpenBLAS left at OMP_NUM_THREADS made the probe's logistic regression 25x slower on 2 cores."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen = {"extract": set(), "fit": set()}
+    real_extract, real_fit = cells_mod.extract_features, cells_mod.fit_linear_probe
+
+    def extract(*args, **kwargs):
+        seen["extract"].add((torch_threads(), *sorted(blas_threads())))
+        return real_extract(*args, **kwargs)
+
+    def fit(*args, **kwargs):
+        seen["fit"].add((torch_threads(), *sorted(blas_threads())))
+        return real_fit(*args, **kwargs)
+
+    def torch_threads() -> int:
+        return __import__("torch").get_num_threads()
+
+    monkeypatch.setattr(cells_mod, "extract_features", extract)
+    monkeypatch.setattr(cells_mod, "fit_linear_probe", fit)
+    torch = __import__("torch")
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threadpool_limits(2, user_api="blas"):  # as with OMP_NUM_THREADS=2 (main.sh)
+            summary = run_sweep(spec_for(tiny, "threads", fractions=(1.0,), protocols=("linear",),
+                                         inits=("random",), threads=1))
+            assert blas_threads() == {2}  # the limit is the job's, not the caller's
+    finally:
+        torch.set_num_threads(caller_threads)
+    assert summary["status"]["done"] == 1
+    assert seen == {"extract": {(1, 1)}, "fit": {(1, 1)}}
