@@ -50,7 +50,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import operator
 import os
 import re
@@ -68,6 +67,7 @@ from urllib.parse import quote
 import numpy as np
 
 from runkit.atomic import atomic_write_json, atomic_write_with
+from runkit.processes import worker_context
 from videodata.errors import VideoDataError
 from videodata.ucf101 import VideoRecord
 
@@ -584,9 +584,7 @@ class ClipCache:
                 for shard in todo:
                     done(shard, _build_shard(*args(shard)))
             else:
-                # spawn, not fork: the caller may hold torch thread pools
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+                with ProcessPoolExecutor(min(workers, len(todo)), mp_context=worker_context()) as pool:
                     futures = {pool.submit(_build_shard, *args(s)): s for s in todo}
                     for future in as_completed(futures):
                         done(futures[future], future.result())

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from runkit.processes import START_METHOD
+
 SAMPLINGS = ("first", "random", "uniform", "consecutive")
 
 
@@ -178,6 +180,5 @@ def collate_clips(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tens
 
 
 def loader_context(workers: int) -> str | None:
-    """DataLoader workers start with forkserver: a worker forked from a process that already runs
-    FFmpeg and OpenMP threads can deadlock (seen once in this suite's tests)."""
-    return "forkserver" if workers > 0 else None
+    """DataLoader workers start like every worker of the suite (runkit.processes: fork server)."""
+    return START_METHOD if workers > 0 else None
