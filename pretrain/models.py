@@ -111,14 +111,24 @@ class TwoStreamGenerator(nn.Module):
 
     def forward_all(self, z: torch.Tensor) -> GeneratorOutput:
         _check_z(z, self.z_dim)
-        h = self.trunk(z)
-        f, m = self.foreground(h), self.mask(h)
+        f, m = self._foreground_and_mask(self.trunk(z))
         b = self.background(z)
         video = m * f + (1 - m) * b.unsqueeze(2)
         return GeneratorOutput(video=video, mask=m, foreground=f, background=b)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.forward_all(z).video
+
+    def _foreground_and_mask(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`self.foreground(h), self.mask(h)` (the same numbers) as one transposed convolution with
+        both weights side by side: oneDNN pads 3 and 1 output channels to a whole block, so two
+        calls cost twice one 4-channel call (the G step 7.6 of 167 ms at width 16 on 2 CPU cores).
+        The activations run on the whole 4-channel map and are sliced after: a channel slice of a
+        channels_last map is strided, and tanh on it took 12 ms instead of 1.5 (bf16, same size)."""
+        fg, mask = self.foreground[0], self.mask[0]
+        out = F.conv_transpose3d(h, torch.cat([fg.weight, mask.weight], 1), torch.cat([fg.bias, mask.bias]),
+                                 fg.stride, fg.padding)
+        return self.foreground[1](out)[:, :3], self.mask[1](out)[:, 3:]
 
 
 class OneStreamGenerator(nn.Module):
