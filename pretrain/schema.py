@@ -86,7 +86,7 @@ class TrainerConfig:
     r1_every: int = 1
     ema: bool = False                 # EMA of G's weights (timm ModelEmaV3), used for samples
     ema_decay: float = 0.999
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler, CUDA only)
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler, CUDA only) | auto (runkit.device)
     channels_last: bool = False       # channels_last_3d memory format
     compile: bool = False             # torch.compile G and D
     device: str = "auto"              # auto | cpu | cuda | cuda:N
@@ -158,7 +158,7 @@ CHOICES = {
     "model.generator": ("two_stream", "one_stream"),
     "model.d_norm": ("batch", "none"),
     "trainer.loss": ("softmax", "bce", "hinge"),
-    "trainer.precision": ("fp32", "bf16", "fp16"),
+    "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
     "method.name": ("vgan", "contrastive", "speed"),
     "data.audit.target": ("none", "synthetic", "ucf101", "hmdb51"),
     "data.audit.on_leak": ("error", "warn"),

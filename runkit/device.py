@@ -11,8 +11,11 @@ or not, and how a batch of uint8 clips becomes the model's input there.
 
 device: "auto" (the local rank's GPU when CUDA is there, else the CPU), "cpu", "cuda",
 "cuda:N", or "meta" (tests: every op runs shape-only, and a tensor left on the CPU raises).
-precision: "fp32", "bf16" (autocast to bfloat16; needs no scaler) or "fp16" (autocast to float16
-with a GradScaler, CUDA only). Batches move as uint8 (a quarter of the bytes of float32) and are
+precision: "fp32", "bf16" (autocast to bfloat16; needs no scaler), "fp16" (autocast to float16
+with a GradScaler, CUDA only) or "auto": bf16 where the hardware runs it natively (a GPU with bf16
+tensor cores; a CPU with AVX512-BF16 or AMX), else fp32 - never bf16 emulated in software, which
+is slower than fp32. `policy.precision` is the resolved one (what `describe()` prints and results
+record). Batches move as uint8 (a quarter of the bytes of float32) and are
 converted on the device (`videodata.decode.to_model_input`); with pinned host memory the copy is
 asynchronous.
 """
@@ -26,7 +29,7 @@ import torch
 
 from runkit.errors import UserError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -60,6 +63,15 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs natively on `device` (precision "auto" picks it there)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
 @dataclass(frozen=True)
 class DevicePolicy:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -73,6 +85,8 @@ class DevicePolicy:
         if precision not in PRECISIONS:
             raise DeviceError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
         resolved = resolve_device(device, local_rank)
+        if precision == "auto":
+            precision = "bf16" if native_bf16(resolved) else "fp32"
         if precision == "fp16" and resolved.type != "cuda":
             raise DeviceError(f"precision fp16 needs a CUDA device (got {resolved}); use bf16 on the CPU")
         return cls(resolved, precision, bool(channels_last), bool(compile))

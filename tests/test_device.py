@@ -56,6 +56,22 @@ def test_bad_names_and_precisions_are_clear_errors():
     assert "bf16" in DevicePolicy.create("cpu", precision="bf16", channels_last=True).describe()
 
 
+def test_auto_precision_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
+    from runkit import device as device_mod
+
+    monkeypatch.setattr(device_mod, "native_bf16", lambda device: True)
+    assert DevicePolicy.create("cpu", precision="auto").precision == "bf16"
+    monkeypatch.setattr(device_mod, "native_bf16", lambda device: False)
+    policy = DevicePolicy.create("cpu", precision="auto", channels_last=True)
+    assert policy.precision == "fp32" and policy.describe() == "cpu, fp32, channels_last_3d"
+    monkeypatch.undo()
+    assert device_mod.native_bf16(torch.device("meta")) is False
+    assert DevicePolicy.create("meta", precision="auto").precision == "fp32"
+    # this machine's answer comes from its CPU flags (AVX512-BF16 / AMX)
+    cpu_has_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert DevicePolicy.create("cpu", precision="auto").precision == ("bf16" if cpu_has_bf16 else "fp32")
+
+
 # ------------------------------------------------------------------------------ everything on meta
 
 def test_finetune_step_on_meta(export):

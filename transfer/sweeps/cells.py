@@ -244,7 +244,7 @@ def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     test_all, _ = feature_set(ctx, cell.init, cell.test_list)
     result = _metrics_result(ctx, cell, fitted.predict_proba(test_all.features), test.labels, labels,
                              {"probe": fitted.info}, fitted.info["selection"])
-    return result, {"fit_s": fit_s}
+    return result, {"fit_s": fit_s, "device": ctx.policy().describe()}
 
 
 def run_cell(ctx: SweepContext, cell: Cell) -> dict:

@@ -61,7 +61,7 @@ class CacheRecipe:
 class RuntimeRecipe:
     """How a cell runs (runkit.device): the numbers depend only on `precision`."""
     device: str = "auto"          # auto | cpu | cuda | cuda:N (sweep.py --device sets it)
-    precision: str = "fp32"       # fp32 | bf16 | fp16 (fp16: CUDA only)
+    precision: str = "fp32"       # fp32 | bf16 | fp16 (fp16: CUDA only) | auto (runkit.device)
     channels_last: bool = False
     compile: bool = False
     loader_workers: int = 0       # DataLoader workers per job (forkserver), 0 = in the job's process
