@@ -20,7 +20,6 @@ import contextlib
 from typing import Iterator
 
 import torch
-from timm.utils import ModelEmaV3
 from torch import nn
 
 from pretrain import losses
@@ -61,6 +60,8 @@ class VGAN(Method):
                                       weight_decay=o.weight_decay)
         self.ema = None
         if t.ema:
+            from timm.utils import ModelEmaV3  # timm where used: its import costs 1.4 s per process
+
             self.ema = ModelEmaV3(self.G, decay=t.ema_decay, use_warmup=True)
         # OptimizedModule forwards only `forward`: compile G's bound forward_all instead.
         self.g_forward_all = policy.maybe_compile(self.G.forward_all)
