@@ -234,14 +234,15 @@ def write_results(path: str | Path, text: str) -> Path:
     return path
 
 
-def update_sections(path: str | Path, new_sections: dict[str, str], order: Sequence[str],
-                    header: str | None = None) -> Path:
-    """Replace just these sections of an existing RESULTS.md (keeping its header when none given)."""
+def update_sections(path: str | Path, new_sections: dict[str, str], header: str | None = None) -> Path:
+    """Replace just these sections of an existing RESULTS.md where they stand (a new one goes after
+    the others); every other section, and the header when none is given, stay as they are."""
     path = Path(path)
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    preamble, sections = split_sections(old)
     if header is None:
-        preamble, _ = split_sections(old)
         header = preamble.strip() or TITLE
+    order = list(dict.fromkeys([heading for heading, _ in sections] + list(new_sections)))
     return write_results(path, merge_results(old, new_sections, order, header))
 
 
@@ -261,7 +262,7 @@ def bench_main(argv, parse_args, run, section, heading: str) -> int:
         if getattr(args, "json", None):
             atomic_write_json(args.json, result)
         if getattr(args, "write", False):
-            update_sections(RESULTS_PATH, {heading: text}, [heading])
+            update_sections(RESULTS_PATH, {heading: text})
             print(f"updated {RESULTS_PATH}")
         return 0
 

@@ -1068,11 +1068,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def write_section(path: Path, text: str) -> Path:
     """Replace the GPU section of `path` where it stands (appended at the end when new); every
     other section and the file's header are kept as they are."""
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    headings = list(dict.fromkeys(h for h, _ in common.split_sections(old)[1]))
-    before = headings[:headings.index(HEADING)] if HEADING in headings else headings
-    return common.update_sections(path, {HEADING: text}, [*before, HEADING])
+    return common.update_sections(Path(path), {HEADING: text})
 
 
 def main(argv=None) -> int:

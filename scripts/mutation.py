@@ -588,12 +588,9 @@ def section(results: Sequence[ModuleResult], *, machine: str = "", explained: di
 
 def write_section(path: Path, text: str) -> Path:
     """Replace (or append) the section, keeping every other section where it is."""
-    from benchmarks.common import split_sections, update_sections
+    from benchmarks.common import update_sections
 
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    _, sections = split_sections(old)
-    order = list(dict.fromkeys([h for h, _ in sections] + [HEADING]))
-    return update_sections(path, {HEADING: text}, order)
+    return update_sections(path, {HEADING: text})
 
 
 def resolve_targets(only: str | None) -> list[Target]:

@@ -130,10 +130,14 @@ def test_write_results_is_atomic(tmp_path, monkeypatch):
 def test_update_sections_keeps_the_existing_header(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text(OLD)
-    common.update_sections(path, {"Transfer": "## Transfer\n\nfresh\n"}, ["Transfer"])
+    common.update_sections(path, {"Transfer": "## Transfer\n\nfresh\n"})
     text = path.read_text()
     assert text.startswith("# Benchmark results\n\nSome old preamble")
     assert "## Transfer\n\nfresh\n" in text and "old pretraining text" in text and "keep me verbatim" in text
+    # in place: the sections keep their order (a standalone `--write` once moved its section to the top)
+    assert [h for h, _ in common.split_sections(text)[1]] == [h for h, _ in common.split_sections(OLD)[1]]
+    common.update_sections(path, {"Brand new": "## Brand new\n\nlast\n"})
+    assert common.split_sections(path.read_text())[1][-1][0] == "Brand new"
 
 
 def test_header_names_the_machine():
