@@ -522,7 +522,10 @@ def section(result: dict, info: dict, load_end=None) -> str:
                "`pretraining on ...`); a stage with nothing to do prints no marker and has no row. Setup "
                "includes `pip install -e` even when nothing changed.",
                "Peak RSS is the largest single process of the job (the kernel's `ru_maxrss` over the reaped "
-               "process tree), not the sum over processes."]))
+               "process tree), not the sum over processes.",
+               "CPU time and peak RSS cover the processes the job itself reaps: the workers a fork server "
+               "starts (runkit.processes: synthetic set, clip caches, sweep cells) are reaped by that "
+               "server and are not in them, so CPU/wall understates how busy the cores were."]))
 
 
 def main(argv=None) -> int:
