@@ -174,9 +174,17 @@ def test_the_checkpoint_trajectory_picks_a_snapshot_on_validation(tiny, tmp_path
         return result
 
     monkeypatch.setattr("transfer.sweeps.plan.probe_trajectory", watched)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    fit_blas_threads = set()
+    real_scores = trajectory_mod._validation_scores
+    monkeypatch.setattr(trajectory_mod, "_validation_scores", lambda *a, **k: fit_blas_threads.update(
+        p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas") or real_scores(*a, **k))
     spec = tiny_sweep_spec(tiny["root"], export, "trajectory", protocols=("linear",), fractions=(1.0,), seeds=(0,),
-                           inits=("pretrained",), trajectory=True)
-    summary = run_sweep(spec)
+                           inits=("pretrained",), trajectory=True, threads=1)
+    with threadpool_limits(2, user_api="blas"):  # the sweep's own process, as under OMP_NUM_THREADS=2
+        summary = run_sweep(spec)
+    assert fit_blas_threads == {1}  # the trajectory's fits run at --threads, like a probe job's
     out = Path(summary["out_dir"])
     result = json.loads((out / "trajectory.json").read_text())
     assert [r["step"] for r in result["rows"]] == [1, 2, 3, 3] and reads == ["trajectory done"]

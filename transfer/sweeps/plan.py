@@ -191,7 +191,7 @@ def _trajectory_choice(spec: SweepSpec, checkpoint: Path, per_split: dict, recip
     first = sorted(per_split)[0]
     result = probe_trajectory(checkpoint, per_split[first][0], recipe, cache_root=spec.cache_dir, out_dir=out,
                               class_names=class_names, data_key=data_fingerprint, workers=spec.cache_workers,
-                              show_progress=spec.show_progress)
+                              threads=spec.threads, show_progress=spec.show_progress)
     return Path(result["selected"])
 
 

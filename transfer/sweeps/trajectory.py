@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from pretrain.export import load_export
 from pretrain.methods import METHODS
@@ -70,9 +71,11 @@ def _validation_scores(features: np.ndarray, labels: np.ndarray, groups: np.ndar
 
 
 def probe_trajectory(final_export: Path, records: list, recipe: Recipe, *, cache_root: Path, out_dir: Path,
-                     class_names: tuple[str, ...], data_key: str, workers: int = 2, show_progress: bool = False) -> dict:
+                     class_names: tuple[str, ...], data_key: str, workers: int = 2, threads: int = 1,
+                     show_progress: bool = False) -> dict:
     """Probe every snapshot on validation parts of `records` (a split's training list); write
-    `trajectory.json` and `report/trajectory.png`; return {"selected": path, "rows": [...]}."""
+    `trajectory.json` and `report/trajectory.png`; return {"selected": path, "rows": [...]}.
+    The fits run with BLAS at `threads` (the sweep's --threads), like a probe job's."""
     paths = snapshots(final_export)
     first = load_export(paths[-1])
     cache = ClipCache.build(records, cache_root, size=first.size, max_frames=recipe.cache.eval_max_frames,
@@ -97,7 +100,8 @@ def probe_trajectory(final_export: Path, records: list, recipe: Recipe, *, cache
             return extract_features(backbone, dataset, spec, policy), labels, [r.relpath for r in records]
 
         features, _ = cached_features(out_dir / "features", key, compute)
-        scores = _validation_scores(features.features, labels, groups, recipe.probe, len(class_names), seed=0)
+        with threadpool_limits(threads, user_api="blas"):
+            scores = _validation_scores(features.features, labels, groups, recipe.probe, len(class_names), seed=0)
         rows.append({"step": export.step, "path": str(path), "sha256": export.sha256, **scores})
         log.info("trajectory: step %d: linear %.3f, k-NN %.3f (validation)", export.step,
                  scores["linear_val_acc"], scores["knn_val_acc"])
