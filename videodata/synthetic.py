@@ -426,6 +426,8 @@ def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
     view, texture = _camera(spec, cfg), _texture(spec, cfg)
     if view is not None or texture is not None:
         py, px = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5  # pixel centres
+    if view is not None:  # a moving camera maps every subpixel on its own: the whole grid
+        full_x, full_y = np.broadcast_arrays(gx, gy)
     if texture is not None:
         bg = np.clip(bg + texture(px, py), 0, 130)
     # Per-frame object pose as float32 (frames, 1, 1): the grid math below stays in float32.
@@ -438,7 +440,6 @@ def render(spec: VideoSpec, cfg: SyntheticConfig) -> np.ndarray:
         sx, sy, scene = gx, gy, bg
         if view is not None:  # the camera moves: sample the (static) scene where it looks now
             frame_ids = range(at.start, at.stop)
-            full_x, full_y = np.broadcast_arrays(gx, gy)
             sx, sy = (np.stack(axis) for axis in zip(*(view(i, full_x, full_y) for i in frame_ids)))
             scenes = []
             for i in frame_ids:

@@ -2,7 +2,7 @@
 
 `SweepContext` is everything a job needs, as plain picklable values (paths are strings), so a
 cell runs the same in this process (debug executor), in a subprocess (local) or on a SLURM node.
-`run_cell(ctx, cell)` is the job: it skips a cell the ledger already has as done, marks it
+`run_cell(ctx, cell)` is one cell (its job, `execute.run_cells`, sets the threads): it skips a cell the ledger already has as done, marks it
 running, runs the protocol on the context's device and records done (metrics) or failed (error
 and traceback tail) - an exception in one cell never stops the others. A fine-tune cell keeps its
 checkpoints under `cells/<cell_id>/ckpt`, so a killed or preempted cell resumes where it stopped;
@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pretrain.export import load_export
 from runkit.checkpoint import seed_everything
@@ -254,7 +253,6 @@ def run_cell(ctx: SweepContext, cell: Cell) -> dict:
     if entry is not None and entry["status"] == "done":
         return {"cell_id": cell.cell_id, "status": "done", "skipped": True}
     ledger.mark_running(cell.cell_id, cell.as_dict())
-    torch.set_num_threads(ctx.threads)
     started = time.perf_counter()
     try:
         if cell.protocol == "finetune":
