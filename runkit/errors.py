@@ -9,3 +9,11 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A problem with the user's input; its message names the input and what is expected."""
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parse error as one line: what is wrong and where (`line L, column C`), no traceback."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"

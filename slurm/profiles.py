@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from runkit.errors import UserError
+from runkit.errors import UserError, yaml_problem
 
 PROFILE_DIR = Path(__file__).resolve().parent / "conf" / "cluster"
 
@@ -165,7 +165,7 @@ def load_profile(cluster: str | Path | Mapping[str, Any] | ClusterProfile = "loc
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ProfileError(f"cluster profile {path} is not valid YAML: {exc}") from exc
+            raise ProfileError(f"cluster profile {path} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(values, dict):
             raise ProfileError(f"cluster profile {path} must be a mapping of keys, got "
                                f"{type(values).__name__}")

@@ -5,6 +5,7 @@ real process."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,9 @@ def outputs(tmp_path_factory):
     write_tiny_export(out / "pretrain" / "run" / "discriminator.pt")
     (out / "notackpt.pt").write_text("this is not a checkpoint\n")
     (out / "random.pt").write_bytes(os.urandom(4096))
+    (out / "bad_recipe.yaml").write_text("finetune:\n  lr: [0.1\nprobe: {}\n")
+    shutil.copytree(out / "data" / "synthetic", out / "data" / "emptytest")
+    next((out / "data" / "emptytest").rglob("testlist01.txt")).write_text("\n")
     cfg = compose([*PRETRAIN, f"output_root={out / 'pretrain'}", f"data.synthetic.root={out / 'data' / 'synthetic'}",
                    f"data.cache_root={out / 'cache'}", "run_name=named"])
     Trainer(cfg).fit()
@@ -64,6 +68,10 @@ CASES = [
      "expected a discriminator.pt written by `python pretrain/run.py`"),
     ("sweep-missing-checkpoint", lambda o: sweep(o, "--checkpoint", str(o / "gone.pt")), "gone.pt does not exist"),
     ("sweep-recipe", lambda o: sweep(o, "--recipe", "nosuch"), "recipe 'nosuch' not found"),
+    ("sweep-recipe-yaml", lambda o: sweep(o, "--recipe", str(o / "bad_recipe.yaml")),
+     "bad_recipe.yaml is not valid YAML: line 3, column 6: expected ',' or ']'"),
+    ("sweep-empty-test-list", lambda o: sweep(o, "--root", str(o / "data" / "emptytest")),
+     "testlist01.txt: no videos listed"),
     ("sweep-recipe-key", lambda o: sweep(o, "finetune.bogus=1"), "Key 'bogus' not in 'FinetuneRecipe'"),
     ("sweep-recipe-value", lambda o: sweep(o, "finetune.lr=fast"), "could not be converted to Float"),
     ("sweep-protocol", lambda o: sweep(o, "--protocols", "linear,bogus"), "--protocols: bogus; choose from"),

@@ -190,6 +190,9 @@ def read_split(lists_dir: str | os.PathLike, split: int, subset: str = "train") 
             relpath = f"{cls}/{name}"
             records.append(VideoRecord(relpath, relpath, label, cls, group_of[source_of(name, cls)],
                                        clip_of(name)))
+    if not records:  # an empty list would give NaN accuracies an hour later
+        raise SplitFileError(Path(lists_dir) / split_file_name("*", split),
+                             f"no videos with id {wanted} ({subset}) in split {split}")
     return records
 
 

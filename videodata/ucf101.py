@@ -113,6 +113,8 @@ def read_split(lists_dir: str | os.PathLike, split: int, subset: str = "train") 
             raise SplitFileError(path, f"file name {name!r} does not look like v_<Class>_gXX_cYY.<ext>",
                                  lineno)
         records.append(VideoRecord(relpath, relpath, label, folder, group, clip))
+    if not records:  # an empty list would give NaN accuracies an hour later
+        raise SplitFileError(path, "no videos listed")
     return records
 
 

@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runkit.device import PRECISIONS
+from runkit.errors import yaml_problem
 from transfer.features import FeatureSpec
 from transfer.finetune import FinetuneRecipe
 from transfer.probe import ProbeRecipe
@@ -115,6 +117,8 @@ def load_recipe(name: str, overrides: Sequence[str] = ()) -> Recipe:
         cfg = OmegaConf.merge(OmegaConf.structured(Recipe), OmegaConf.load(path),
                               OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(cfg)
+    except yaml.YAMLError as exc:
+        raise SweepError(f"recipe {path} is not valid YAML: {yaml_problem(exc)}") from None
     except OmegaConfBaseException as exc:
         raise SweepError(f"recipe {path.name}{' with overrides' if overrides else ''}: {_message(exc)}") from None
     except (ValueError, TypeError) as exc:
