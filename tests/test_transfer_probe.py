@@ -7,7 +7,7 @@ import pytest
 from transfer.evaluate import evaluate_clip_scores
 from transfer.features import FeatureKey, FeatureSpec, cached_features
 from transfer.knn import fit_knn
-from transfer.probe import ProbeRecipe, choose_c, fit_linear_probe, flatten_clips, validation_folds
+from transfer.probe import ProbeRecipe, choose_c, fit_linear_probe, flatten_clips, validation_folds, video_accuracy
 
 
 def linear_probe(train, labels, test, classes, recipe, seed, groups=None):
@@ -133,3 +133,16 @@ def test_knn_on_the_device_equals_scikit_learn():
     want = np.zeros((30, 5))
     want[:, model.classes_] = model.predict_proba(scaler.transform(test.reshape(30, 16)))
     np.testing.assert_allclose(out.predict_proba(test).reshape(30, 5), want, atol=1e-9)
+
+
+def test_c_and_k_are_chosen_on_video_accuracy():
+    """The choice is scored as reported: clip probabilities averaged per video, then argmax."""
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.45, 0.55]])  # one video of class 0, three clips
+    y = np.zeros(3, dtype=int)
+    assert video_accuracy(proba, y, np.zeros(3)) == 1.0       # mean 0.58 vs 0.42: right
+    assert video_accuracy(proba, y, None) == 1 / 3            # clip by clip: one of three right
+    train, ytr = blobs(6, spread=1.5)
+    fitted = fit_knn(train, ytr, np.arange(len(ytr)), 4, ProbeRecipe(knn_k=(1, 5), folds=3))
+    videos_per_fold = len(ytr) / 3
+    for score in fitted.info["cv_scores"].values():  # a video-level score is a multiple of 1/videos
+        assert abs(score * videos_per_fold * 3 - round(score * videos_per_fold * 3)) < 1e-6

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from transfer.probe import ProbeRecipe, flatten_clips, subsample_clips, validation_folds
+from transfer.probe import ProbeRecipe, flatten_clips, subsample_clips, validation_folds, video_accuracy, video_rows
 
 BLOCK = 4096  # query clips per similarity block: bounds the (block x labeled clips) matrix
 
@@ -56,8 +56,9 @@ def knn_predict(x: np.ndarray, y: np.ndarray, queries: np.ndarray, k: int, num_c
 
 
 def choose_k(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: ProbeRecipe, num_classes: int,
-             seed: int, device) -> dict:
-    """k with the best mean validation clip accuracy over group-disjoint, stratified folds."""
+             seed: int, device, videos: np.ndarray | None = None) -> dict:
+    """k with the best mean validation video accuracy (votes averaged per video of `videos`, the
+    reported metric) over group-disjoint, stratified folds."""
     if len(recipe.knn_k) == 1:
         return {"k": recipe.knn_k[0], "cv_folds": 0, "cv_scores": {}, "reason": "one k in the grid"}
     splits, reason = validation_folds(y, groups, recipe.folds, seed)
@@ -65,8 +66,8 @@ def choose_k(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: ProbeReci
         return {"k": max(recipe.knn_k), "cv_folds": 0, "cv_scores": {}, "reason": reason}
     scores = {}
     for k in recipe.knn_k:
-        accs = [float((knn_predict(x[tr], y[tr], x[held], k, num_classes, device).argmax(1) == y[held]).mean())
-                for tr, held in splits]
+        accs = [video_accuracy(knn_predict(x[tr], y[tr], x[held], k, num_classes, device), y[held],
+                               None if videos is None else videos[held]) for tr, held in splits]
         scores[k] = float(np.mean(accs))
     best = max(recipe.knn_k, key=lambda k: (scores[k], k))  # ties: more neighbours, the smoother vote
     return {"k": best, "cv_folds": len(splits), "cv_scores": {str(k): s for k, s in scores.items()}}
@@ -92,7 +93,7 @@ class FittedKNN:
 def fit_knn(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, num_classes: int,
             recipe: ProbeRecipe, seed: int = 0, device: torch.device | str = "cpu") -> FittedKNN:
     x, y, row_groups = flatten_clips(subsample_clips(features, recipe.train_clips), np.asarray(labels), groups)
-    chosen = choose_k(x, y, row_groups, recipe, num_classes, seed, device)
+    chosen = choose_k(x, y, row_groups, recipe, num_classes, seed, device, video_rows(features, recipe.train_clips))
     k = max(1, min(chosen["k"], x.shape[0]))
     return FittedKNN(x, y, k, num_classes, device,
                      {**chosen, "k": k, "feature_dims": int(features.shape[2]),

@@ -74,6 +74,12 @@ def subsample_clips(features: np.ndarray, count: int) -> np.ndarray:
     return features[:, keep]
 
 
+def video_rows(features: np.ndarray, train_clips: int) -> np.ndarray:
+    """The video index of every row `flatten_clips(subsample_clips(features, train_clips))` gives."""
+    videos, clips = subsample_clips(features, train_clips).shape[:2]
+    return np.repeat(np.arange(videos), clips)
+
+
 def validation_folds(y: np.ndarray, groups: np.ndarray, wanted: int, seed: int) -> tuple[list, str]:
     """Group-disjoint, class-stratified folds of the labeled rows: (list of (train, held) index
     arrays, reason). No folds (and the reason) when some class has fewer than two groups."""
@@ -94,12 +100,27 @@ def full_proba(model, x: np.ndarray, num_classes: int) -> np.ndarray:
     return proba
 
 
+def video_accuracy(proba: np.ndarray, y: np.ndarray, videos: np.ndarray | None) -> float:
+    """Accuracy of the mean clip probabilities per video (the reported metric, transfer.evaluate);
+    rows without a video id (None) are scored one clip at a time."""
+    if videos is None:
+        return float((proba.argmax(1) == y).mean())
+    ids, inverse = np.unique(videos, return_inverse=True)
+    summed = np.zeros((len(ids), proba.shape[1]))
+    np.add.at(summed, inverse, proba)
+    label = np.zeros(len(ids), dtype=y.dtype)
+    label[inverse] = y
+    return float((summed.argmax(1) == label).mean())
+
+
 def _logistic(c: float, recipe: ProbeRecipe, seed: int) -> LogisticRegression:
     return LogisticRegression(C=c, max_iter=recipe.max_iter, tol=recipe.tol, random_state=seed)
 
 
-def choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: ProbeRecipe, seed: int) -> dict:
-    """C with the best mean validation clip accuracy over group-disjoint, stratified folds."""
+def choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: ProbeRecipe, seed: int,
+             videos: np.ndarray | None = None) -> dict:
+    """C with the best mean validation video accuracy (clip probabilities averaged per video of
+    `videos`, the metric that is reported) over group-disjoint, stratified folds."""
     splits, reason = validation_folds(y, groups, recipe.folds, seed)
     if not splits or len(recipe.c_grid) == 1:
         return {"C": recipe.fallback_c if not splits else recipe.c_grid[0], "cv_folds": 0, "cv_scores": {},
@@ -110,7 +131,8 @@ def choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, recipe: ProbeReci
         for train, held in splits:
             scaler = StandardScaler().fit(x[train])
             model = _logistic(c, recipe, seed).fit(scaler.transform(x[train]), y[train])
-            accs.append(float((model.predict(scaler.transform(x[held])) == y[held]).mean()))
+            proba = full_proba(model, scaler.transform(x[held]), int(y.max()) + 1)
+            accs.append(video_accuracy(proba, y[held], None if videos is None else videos[held]))
         scores[c] = float(np.mean(accs))
     best = max(recipe.c_grid, key=lambda c: (scores[c], -c))  # ties: the stronger regulariser
     return {"C": best, "cv_folds": len(splits), "cv_scores": {f"{c:g}": s for c, s in scores.items()}}
@@ -137,7 +159,7 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarra
     x, y, row_groups = flatten_clips(subsample_clips(features, recipe.train_clips), np.asarray(labels), groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        chosen = choose_c(x, y, row_groups, recipe, seed)
+        chosen = choose_c(x, y, row_groups, recipe, seed, video_rows(features, recipe.train_clips))
         scaler = StandardScaler().fit(x)
         model = _logistic(chosen["C"], recipe, seed).fit(scaler.transform(x), y)
     train_acc = float((model.predict(scaler.transform(x)) == y).mean())
