@@ -92,8 +92,9 @@ class FittedKNN:
 
 def fit_knn(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, num_classes: int,
             recipe: ProbeRecipe, seed: int = 0, device: torch.device | str = "cpu") -> FittedKNN:
-    x, y, row_groups = flatten_clips(subsample_clips(features, recipe.train_clips), np.asarray(labels), groups)
-    chosen = choose_k(x, y, row_groups, recipe, num_classes, seed, device, video_rows(features, recipe.train_clips))
+    clips = subsample_clips(features, recipe.train_clips)
+    x, y, row_groups = flatten_clips(clips, np.asarray(labels), groups)
+    chosen = choose_k(x, y, row_groups, recipe, num_classes, seed, device, video_rows(clips))
     k = max(1, min(chosen["k"], x.shape[0]))
     return FittedKNN(x, y, k, num_classes, device,
                      {**chosen, "k": k, "feature_dims": int(features.shape[2]),

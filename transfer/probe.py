@@ -74,9 +74,9 @@ def subsample_clips(features: np.ndarray, count: int) -> np.ndarray:
     return features[:, keep]
 
 
-def video_rows(features: np.ndarray, train_clips: int) -> np.ndarray:
-    """The video index of every row `flatten_clips(subsample_clips(features, train_clips))` gives."""
-    videos, clips = subsample_clips(features, train_clips).shape[:2]
+def video_rows(clip_features: np.ndarray) -> np.ndarray:
+    """The video index of every row that `flatten_clips(clip_features)` gives."""
+    videos, clips = clip_features.shape[:2]
     return np.repeat(np.arange(videos), clips)
 
 
@@ -156,10 +156,11 @@ class FittedProbe:
 
 def fit_linear_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, num_classes: int,
                      recipe: ProbeRecipe, seed: int) -> FittedProbe:
-    x, y, row_groups = flatten_clips(subsample_clips(features, recipe.train_clips), np.asarray(labels), groups)
+    clips = subsample_clips(features, recipe.train_clips)
+    x, y, row_groups = flatten_clips(clips, np.asarray(labels), groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        chosen = choose_c(x, y, row_groups, recipe, seed, video_rows(features, recipe.train_clips))
+        chosen = choose_c(x, y, row_groups, recipe, seed, video_rows(clips))
         scaler = StandardScaler().fit(x)
         model = _logistic(chosen["C"], recipe, seed).fit(scaler.transform(x), y)
     train_acc = float((model.predict(scaler.transform(x)) == y).mean())

@@ -112,7 +112,7 @@ def _hue(u: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bij,bj...->bi...", m, u)
 
 
-def cvrl_augment(batch: torch.Tensor, params: dict[str, torch.Tensor], size: int | None = None) -> torch.Tensor:
+def cvrl_augment(batch: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """CVRL's augmentation with `params` (cvrl_params) on a [-1, 1] batch (B, C, T, H, W): random
     resized crop (one box per clip) with a flip, colour jitter, grayscale, blur, solarisation."""
     b, c, t, h, w = batch.shape
