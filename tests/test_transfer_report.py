@@ -48,21 +48,34 @@ def test_summarize_t_interval():
     assert summarize([0.3]).ci_low == summarize([0.3]).ci_high == 0.3
 
 
+def _per_seed_means(index):
+    """RUNS averaged over each seed's splits first (the design's units), by hand."""
+    by_seed = {}
+    for (split, seed), values in RUNS.items():
+        by_seed.setdefault(seed, []).append(values[index] if index is not None else values[0] - values[1])
+    return [float(np.mean(v)) for _, v in sorted(by_seed.items())]
+
+
 def test_aggregate_and_paired_over_splits_and_seeds():
     table = aggregate(fake_ledger())
     assert [(r["init"], r["rule"], r["n"]) for r in table] == [
         ("pretrained", "f0.1", 6), ("pretrained", "f1", 6), ("random", "f0.1", 6), ("random", "f1", 6)]
     pretrained = [p for p, _ in RUNS.values()]
-    assert table[1]["mean"] == pytest.approx(sum(pretrained) / 6)
-    assert table[1]["std"] == pytest.approx(stats.tstd(pretrained))
+    # seeds ran on different splits (0: 1,2,3; 1: 1,2; 2: 1): each seed's run is averaged over its
+    # splits, and the interval is a t-interval over the 3 seeds' means, not over 6 runs
+    units = _per_seed_means(0)
+    assert table[1]["mean"] == pytest.approx(np.mean(units))
+    assert table[1]["std"] == pytest.approx(stats.tstd(pretrained))  # the runs' spread, as described
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(units), scale=stats.sem(units))
+    assert (table[1]["ci_low"], table[1]["ci_high"]) == pytest.approx((low, min(high, 1.0)))
+    assert table[1]["interval"] == "incomplete" and table[1]["df"] == 2
     paired = paired_differences(fake_ledger())
     full = [r for r in paired if r["rule"] == "f1"][0]
-    diffs = [0.10, 0.15, 0.23, 0.05, 0.13, 0.20]  # by hand from RUNS, one per (split, seed)
+    diffs = _per_seed_means(None)  # by hand from RUNS: each (split, seed)'s difference, per seed
     assert full["pairs"] == 6
-    assert full["diff_mean"] == pytest.approx(sum(diffs) / 6)
-    random_mean = (0.40 + 0.45 + 0.47 + 0.50 + 0.52 + 0.60) / 6
-    assert full["relative_gain"] == pytest.approx((sum(pretrained) / 6) / random_mean)
-    low, high = stats.t.interval(0.95, 5, loc=np.mean(diffs), scale=stats.sem(diffs))
+    assert full["diff_mean"] == pytest.approx(np.mean(diffs))
+    assert full["relative_gain"] == pytest.approx(np.mean(units) / np.mean(_per_seed_means(1)))
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(diffs), scale=stats.sem(diffs))
     assert (full["ci_low"], full["ci_high"]) == pytest.approx((low, high))
 
 
@@ -72,7 +85,8 @@ def test_unpaired_cells_are_left_out_of_differences():
             if (r["cell"]["split"], r["cell"]["seed"], r["cell"]["init"]) not in {(2, 1, "random"), (3, 0, "pretrained")}]
     full = [r for r in paired_differences(rows) if r["rule"] == "f1"][0]
     assert full["pairs"] == 4
-    assert full["diff_mean"] == pytest.approx((0.10 + 0.15 + 0.23 + 0.05) / 4)
+    # seed 0's pairs (split 1: 0.10, split 2: 0.05) are one unit, averaged first
+    assert full["diff_mean"] == pytest.approx(((0.10 + 0.05) / 2 + 0.15 + 0.23) / 3)
 
 
 def test_write_report_from_ledger_alone(tmp_path):
@@ -86,7 +100,7 @@ def test_write_report_from_ledger_alone(tmp_path):
                  "relative_gain.pdf"):
         assert written[name].is_file() and written[name].stat().st_size > 0, name
     md = written["results.md"].read_text()
-    assert "63.3 ± 10.8" in md  # pretrained at f1: mean and sample std of RUNS' six values
+    assert "64.7 ± 10.8" in md  # pretrained at f1: the design's mean and the sample std of RUNS' six values
     assert r"\pm" in written["results.tex"].read_text()
     first = {k: p.read_bytes() for k, p in written.items() if p.suffix in (".csv", ".md", ".tex")}
     again = write_report(tmp_path, figures=False)
@@ -105,7 +119,7 @@ def test_report_keeps_only_the_cells_of_the_current_plan(tmp_path):
     led.mark_done(stale["cell_id"], stale["cell"], stale["result"])
     (tmp_path / "sweep.json").write_text(json.dumps({"cells": [e["cell_id"] for e in current]}))
     md = write_report(tmp_path, figures=False)["results.md"].read_text()
-    assert "| 72 | 6 | 63.3 ± 10.8 |" in md and "| 72 | 7 |" not in md
+    assert "| 72 | 6 | 64.7 ± 10.8 |" in md and "| 72 | 7 |" not in md
 
 
 # ------------------------------------------------------------------ statistics, number by number
@@ -137,9 +151,9 @@ def test_summarize_edges_and_confidence_level():
 def test_result_rows_fields_defaults_and_errors():
     rows = result_rows([run(seed=4, clips=10), run(status="running"), run(seed=5, subset_seed=2)], "clip_acc")
     assert rows == [
-        {"protocol": "finetune", "init": "pretrained", "split": 1, "subset_seed": 4, "seed": 4, "rule": "f0.1",
+        {"protocol": "finetune", "init": "pretrained", "split": 1, "replicate": 0, "subset_seed": 4, "seed": 4, "rule": "f0.1",
          "rule_value": 0.1, "per_class": 7.0, "num_classes": 10, "value": 0.25, "test_clips": 10},
-        {"protocol": "finetune", "init": "pretrained", "split": 1, "subset_seed": 2, "seed": 5, "rule": "f0.1",
+        {"protocol": "finetune", "init": "pretrained", "split": 1, "replicate": 0, "subset_seed": 2, "seed": 5, "rule": "f0.1",
          "rule_value": 0.1, "per_class": 7.0, "num_classes": 10, "value": 0.25, "test_clips": 0}]
     with pytest.raises(KeyError, match=r"ledger entry finetune-pretrained-1-None-0-f0.1 has no metric 'top9'"):
         result_rows([run()], "top9")
@@ -159,7 +173,9 @@ def test_aggregate_protocol_card_and_order():
     row = table[1]
     assert (row["n"], row["splits"], row["subsets"], row["seeds"], row["test_clips"]) == (3, "1,2", "draws 0,1", "1,3",
                                                                                           "5,10")
-    assert row["mean"] == pytest.approx(0.5) and row["labeled_per_class"] == 7.0 and row["num_classes"] == 10
+    # 3 of the 2 x 2 (subset draw x seed) units: incomplete, so the mean of the subset draws' means
+    assert row["mean"] == pytest.approx((0.4 + (0.6 + 0.5) / 2) / 2) and row["interval"] == "incomplete"
+    assert row["labeled_per_class"] == 7.0 and row["num_classes"] == 10
     assert table[4]["subsets"] == "list pub" and table[4]["n"] == 1 and table[4]["std"] == 0.0
     assert run_values(entries) == {("finetune", "pretrained", "f0.1"): [0.6, 0.4, 0.5],
                                    ("finetune", "random", "f1"): [0.3], ("finetune", "random", "f0.1"): [0.2],

@@ -152,22 +152,36 @@ def interval(values: list[float]) -> tuple[float, float, float, float]:
     return a.mean(), a.std(ddof=1), low, high
 
 
+def unit_interval(runs: list[tuple[tuple, float]]) -> tuple[float, float, float]:
+    """mean, CI low, CI high of the sweep's design here (one subset draw per seed, so each seed is
+    one unit): every seed's runs averaged over its splits first, then scipy's t-interval over the
+    seeds' means, clipped to the metric's range."""
+    by_unit = defaultdict(list)
+    for unit, value in runs:
+        by_unit[unit].append(value)
+    mean, _, low, high = interval([float(np.mean(v)) for v in by_unit.values()])
+    return mean, low, high
+
+
 def expected_results(entries: dict) -> dict[tuple, list[str]]:
     groups = defaultdict(list)
     for e in entries.values():
         if e["status"] == "done":
             c = e["cell"]
-            groups[(c["protocol"], c["rule_tag"], c["init"])].append(e["result"])
+            groups[(c["protocol"], c["rule_tag"], c["init"])].append(((c["subset_seed"], c["seed"]), e["result"]))
     rows = {}
-    for key, results in groups.items():
-        v = interval([r["video_acc"] for r in results])
-        c = interval([r["clip_acc"] for r in results])
+    for key, runs in groups.items():
+        results = [r for _, r in runs]
+        v, c = (interval([r[m] for r in results]) for m in ("video_acc", "clip_acc"))
+        vi, ci = (unit_interval([(u, r[m]) for u, r in runs]) for m in ("video_acc", "clip_acc"))
+        clip = lambda x: min(max(x, 0.0), 1.0)  # noqa: E731
         per_class = float(np.mean([r["labeled_per_class"] for r in results]))
         per_class_text = f"{per_class:.0f}" if per_class.is_integer() else f"{per_class:.1f}"
-        rows[key] = [per_class_text, str(len(results)), f"{pct(v[0])} ± {pct(v[1])}", f"[{pct(v[2])}, {pct(v[3])}]",
-                     f"{pct(c[0])} ± {pct(c[1])}", f"[{pct(c[2])}, {pct(c[3])}]",
-                     pct(np.mean([r["video_top5"] for r in results])),
-                     pct(np.mean([r["mean_class_acc"] for r in results]))]
+        rows[key] = [per_class_text, str(len(results)), f"{pct(vi[0])} ± {pct(v[1])}",
+                     f"[{pct(clip(vi[1]))}, {pct(clip(vi[2]))}]",
+                     f"{pct(ci[0])} ± {pct(c[1])}", f"[{pct(clip(ci[1]))}, {pct(clip(ci[2]))}]",
+                     pct(unit_interval([(u, r["video_top5"]) for u, r in runs])[0]),
+                     pct(unit_interval([(u, r["mean_class_acc"]) for u, r in runs])[0])]
     return rows
 
 
@@ -178,14 +192,16 @@ def expected_gains(entries: dict) -> dict[tuple, list[str]]:
             c = e["cell"]
             pairs[(c["protocol"], c["rule_tag"], c["split"], c["seed"])][c["init"]] = e["result"]["video_acc"]
     by_rule = defaultdict(list)
-    for (protocol, rule, _, _), inits in pairs.items():
+    for (protocol, rule, _, seed), inits in pairs.items():
         if {"pretrained", "random"} <= set(inits):
-            by_rule[(protocol, rule)].append((inits["pretrained"], inits["random"]))
+            by_rule[(protocol, rule)].append((seed, inits["pretrained"], inits["random"]))
     rows = {}
     for key, both in by_rule.items():
-        pre, rnd = np.mean([a for a, _ in both]), np.mean([b for _, b in both])
-        d = interval([a - b for a, b in both])
-        rows[key] = [str(len(both)), pct(pre), pct(rnd), pct(d[0]), f"[{pct(d[2])}, {pct(d[3])}]", f"{pre / rnd:.2f}"]
+        pre = unit_interval([(seed, a) for seed, a, _ in both])[0]
+        rnd = unit_interval([(seed, b) for seed, _, b in both])[0]
+        d = unit_interval([(seed, a - b) for seed, a, b in both])
+        low, high = max(d[1], -1.0), min(d[2], 1.0)  # a difference of accuracies lies in [-1, 1]
+        rows[key] = [str(len(both)), pct(pre), pct(rnd), pct(d[0]), f"[{pct(low)}, {pct(high)}]", f"{pre / rnd:.2f}"]
     return rows
 
 

@@ -395,16 +395,18 @@ def compare_sweeps(folders: Sequence[str | Path], out: str | Path, labels: Seque
         blocks += [p(f"{name.capitalize()} against labeled videos per class (log axis), one panel per protocol; "
                      "colour = sweep, solid/filled = pretrained, dashed/open = random init; error bars the 95% CI."),
                    img("comparison_accuracy.png", "accuracy vs labeled videos per class, per sweep")]
-    blocks += [p(f"Test accuracy in % ({name}): mean ± sample std and the 95% two-sided Student-t interval "
-                 "over the n runs (splits × seeds) of a row." + (f" {SHORT_NOTE} (above)." if note else "")),
+    blocks += [p(f"Test accuracy in % ({name}): mean ± sample std and the 95% interval that fits each sweep's "
+                 "design (splits averaged first, pretraining runs, subset draws and seeds crossed; each sweep's "
+                 "own report says how each row's was made)." + (f" {SHORT_NOTE} (above)." if note else "")),
                table(COMPARE_HEAD, _results_body(results)), h("Gain from pretraining")]
     if figures:
         blocks += [p("Pretrained mean over random-init mean on the (split, seed) pairs both finished; "
                      "colour = sweep, marker = protocol."),
                    img("comparison_gain.png", "pretrained over random, per sweep")]
     if gains:
-        blocks += [p(f"Pretrained − random ({name}, in points) over the (split, seed) pairs where both inits "
-                     "finished, its 95% Student-t interval and the ratio of the two means."),
+        blocks += [p(f"Pretrained − random ({name}, in points) over the runs where both inits finished, paired "
+                     "on (pretraining run or random weight draw, split, subset draw, seed), its 95% interval made "
+                     "the same way, and the ratio of the two means."),
                    table(GAIN_HEAD, _gain_body(gains))]
     blocks += [h("Label efficiency"),
                p(f"Each curve's mean {name} over log labeled videos per class across the range every compared "

@@ -42,8 +42,8 @@ PACKAGES = ("torch", "torchvision", "timm", "av", "scikit-learn", "submitit", "h
 ASSETS = "report"                 # the folder (inside the sweep folder) that holds figures and copies
 SAMPLES_NAME = "pretrain_samples.gif"
 HEALTH_NAME = "pretrain_health.png"
-CI_TEXT = ("95% two-sided Student-t interval over the n runs (splits × seeds) of a row; zero width "
-           "when n = 1")
+CI_TEXT = ("95% interval that fits the sweep's design (splits averaged first, the sampled factors "
+           "crossed; see *How the intervals are made*), clipped to [0, 100]; zero width for one run")
 
 
 def results_head(metric: str) -> list[str]:
@@ -201,18 +201,49 @@ def _results(sweep_dir: Path, entries: list[dict], metric: str) -> list[Block]:
     paired = paired_differences(entries, metric)
     if paired:
         blocks += [p(f"Gain pretrained − random ({metric.replace('_', ' ')}, in points): the paired "
-                     "difference over the runs (same split, subset and training seed) where both inits "
-                     "finished, its 95% Student-t interval, and the ratio of the two means."),
+                     "difference over the runs (same pretraining run or random weight draw, split, subset and "
+                     "training seed) where both inits finished, its 95% interval (made as the accuracies' "
+                     "below), and the ratio of the two means."),
                    table(PAIRED_HEAD, [paired_cells(r) for r in paired])]
     else:
         blocks.append(p("No (split, seed) pair has both inits done: no gain to show."))
-    blocks += _variance(entries, metric)
+    blocks += _interval_note(video) + _variance(entries, metric)
     tables = [(f"{name}.{ext}", f"{ASSETS}/{name}.{ext}") for name in ("results", "paired", "variance")
               for ext in ("csv", "md", "tex") if (sweep_dir / ASSETS / f"{name}.{ext}").is_file()]
     tables += [(f"{stem}.pdf", f"{ASSETS}/{stem}.pdf") for stem in ("accuracy_vs_labels", "relative_gain")
                if (sweep_dir / ASSETS / f"{stem}.pdf").is_file()]
     if tables:
         blocks += [p("The same tables and figures for papers:"), files(tables)]
+    return blocks
+
+
+def _interval_note(table: list[dict]) -> list[Block]:
+    """How each row's interval was made: its units, the method, clamped components, and what it
+    does not cover (one pretraining run)."""
+    blocks = [h("How the intervals are made", 3),
+              p("A run is one cell (pretraining run, split, subset draw, training seed). Each (pretraining "
+                "run, subset draw, seed) unit is averaged over its splits first (splits are a fixed factor). "
+                "When the units form a complete cross of the sampled factors (pretraining runs, subset draws, "
+                "training seeds; one draw per seed counts as one factor), Var(mean) = Σ_A σ²_A / Π_{f∈A} n_f "
+                "over every main effect and interaction A, with method-of-moments components from the mean "
+                "squares (a component estimated below 0 is set to 0, which widens the interval) and "
+                "Satterthwaite's degrees of freedom; otherwise (a failed cell, or nested draws) a Student-t "
+                "interval over the means of the outermost factor's levels. "
+                "`tests/test_design_intervals.py` checks 95% coverage in simulated designs.")]
+    groups: dict[str, list[str]] = {}
+    for r in table:
+        how = {"crossed": "crossed", "t": "Student-t", "nested": "t over level means",
+               "incomplete": "incomplete grid: t over level means", "single": "one unit, no interval"}[r["interval"]]
+        note = f"{r['units']}; {how}" + (f", df {r['df']:.1f}" if r["interval"] != "single" else "")
+        if r["clamped"]:
+            note += f"; set to 0: {', '.join(r['clamped'])}"
+        groups.setdefault(note, []).append(f"{r['protocol']} {r['init']} {r['rule']}")
+    blocks.append(ul([f"{', '.join(rows)}: {note}" for note, rows in groups.items()]))
+    single = sorted({f"{r['protocol']} {r['rule']}" for r in table if r["init"] == "pretrained" and r["replicates"] == 1})
+    if single:
+        blocks.append(p("One pretraining run behind the pretrained rows: their intervals cover the subset draw and "
+                        "the training seed, not the spread between pretraining runs (which can be larger). Pass "
+                        "several exports, `--checkpoint a.pt,b.pt,c.pt`, to cover it."))
     return blocks
 
 

@@ -1,9 +1,11 @@
 """Statistics from ledger entries: one place for every number the reports show.
 
-A run is one cell: (split, subset draw, training seed). Aggregation runs over the runs of a
-(protocol, init, labels) row: the mean, the sample std and a 95% confidence interval from the
-t-distribution; per (protocol, labels) the paired difference pretrained - random over the runs
-both inits finished (same split, subset and seed), with its own t-interval. `variance_components`
+A run is one cell: (pretraining run, split, subset draw, training seed). Aggregation runs over
+the runs of a (protocol, init, labels) row: the mean, the sample std and a 95% confidence
+interval that fits the design (`transfer.report.design`: splits averaged, the sampled factors
+crossed, Satterthwaite's degrees of freedom); per (protocol, labels) the paired difference
+pretrained - random over the runs both inits finished (same pretraining run or random weight
+draw, split, subset and seed), with the same treatment. `variance_components`
 splits a row's spread into its sources (split, subset draw, training seed) when the sweep crossed
 subset draws with training seeds. `current_entries` reads a sweep folder's ledger, keeping only
 the cells of its current plan. `label_efficiency` summarises whole curves: the area under
@@ -23,6 +25,7 @@ from scipy import stats
 
 from runkit.errors import UserError
 from transfer.ledger import Ledger
+from transfer.report.design import design_interval
 
 METRICS = ("video_acc", "clip_acc", "video_top5", "mean_class_acc")
 
@@ -62,6 +65,7 @@ def result_rows(entries: Iterable[dict], metric: str) -> list[dict]:
         if metric not in result:
             raise KeyError(f"ledger entry {entry['cell_id']} has no metric {metric!r}")
         rows.append({"protocol": cell["protocol"], "init": cell["init"], "split": cell["split"],
+                     "replicate": cell.get("replicate", 0),
                      "subset_seed": cell.get("subset_seed", cell["seed"]), "seed": cell["seed"],
                      "rule": cell["rule_tag"], "rule_value": cell["rule_value"],
                      "per_class": float(result["labeled_per_class"]),
@@ -81,6 +85,11 @@ def _subsets(rows: list[dict]) -> str:
     return f"draws {_listing(r['subset_seed'] for r in rows)}"
 
 
+def _design_fields(interval) -> dict:
+    return {"units": interval.units, "interval": interval.method, "df": interval.df,
+            "clamped": list(interval.clamped)}
+
+
 def aggregate(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
     """One row per (protocol, init, rule), sorted by protocol, init, labels per class."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -88,11 +97,13 @@ def aggregate(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
         groups[(row["protocol"], row["init"], row["rule"])].append(row)
     table = []
     for (protocol, init, rule), rows in groups.items():
-        summary = summarize([r["value"] for r in rows])
+        spread = summarize([r["value"] for r in rows])
+        interval = design_interval(rows)
         table.append({"protocol": protocol, "init": init, "rule": rule,
                       "labeled_per_class": float(np.mean([r["per_class"] for r in rows])),
-                      "num_classes": rows[0]["num_classes"], "n": summary.n, "mean": summary.mean,
-                      "std": summary.std, "ci_low": summary.ci_low, "ci_high": summary.ci_high,
+                      "num_classes": rows[0]["num_classes"], "n": spread.n, "mean": interval.mean,
+                      "std": spread.std, "ci_low": interval.ci_low, "ci_high": interval.ci_high,
+                      **_design_fields(interval), "replicates": len({r["replicate"] for r in rows}),
                       "splits": _listing(r["split"] for r in rows), "subsets": _subsets(rows),
                       "seeds": _listing(r["seed"] for r in rows),
                       "test_clips": _listing(r["test_clips"] for r in rows)})
@@ -114,23 +125,27 @@ def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
     values: dict[tuple, dict[str, float]] = defaultdict(dict)
     per_class: dict[tuple, list[float]] = defaultdict(list)
     for row in result_rows(entries, metric):
-        values[(row["protocol"], row["rule"], row["split"], row["subset_seed"], row["seed"])][row["init"]] = row["value"]
+        unit = (row["replicate"], row["split"], row["subset_seed"], row["seed"])
+        values[(row["protocol"], row["rule"], *unit)][row["init"]] = row["value"]
         per_class[(row["protocol"], row["rule"])].append(row["per_class"])
-    diffs: dict[tuple, list[tuple[float, float, float]]] = defaultdict(list)
-    for (protocol, rule, _split, _subset, _seed), by_init in values.items():
+    pairs: dict[tuple, list[dict]] = defaultdict(list)
+    for (protocol, rule, replicate, split, subset, seed), by_init in values.items():
         if treated in by_init and baseline in by_init:
-            diffs[(protocol, rule)].append((by_init[treated] - by_init[baseline],
-                                            by_init[treated], by_init[baseline]))
+            pairs[(protocol, rule)].append({"replicate": replicate, "split": split, "subset_seed": subset,
+                                            "seed": seed, "treated": by_init[treated],
+                                            "baseline": by_init[baseline],
+                                            "value": by_init[treated] - by_init[baseline]})
     table = []
-    for (protocol, rule), triples in diffs.items():
-        summary = summarize([d for d, _, _ in triples])
-        treated_mean = float(np.mean([t for _, t, _ in triples]))
-        baseline_mean = float(np.mean([b for _, _, b in triples]))
+    for (protocol, rule), rows in pairs.items():
+        spread = summarize([r["value"] for r in rows])
+        interval = design_interval(rows, bounds=(-1.0, 1.0))
+        treated_mean = design_interval([{**r, "value": r["treated"]} for r in rows]).mean
+        baseline_mean = design_interval([{**r, "value": r["baseline"]} for r in rows]).mean
         table.append({"protocol": protocol, "rule": rule,
                       "labeled_per_class": float(np.mean(per_class[(protocol, rule)])),
-                      "pairs": summary.n, "treated_mean": treated_mean, "baseline_mean": baseline_mean,
-                      "diff_mean": summary.mean, "diff_std": summary.std,
-                      "ci_low": summary.ci_low, "ci_high": summary.ci_high,
+                      "pairs": spread.n, "treated_mean": treated_mean, "baseline_mean": baseline_mean,
+                      "diff_mean": interval.mean, "diff_std": spread.std,
+                      "ci_low": interval.ci_low, "ci_high": interval.ci_high, **_design_fields(interval),
                       "relative_gain": treated_mean / baseline_mean if baseline_mean > 0 else float("nan")})
     return sorted(table, key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"]))
 
