@@ -4,6 +4,7 @@
     python transfer/sweep.py --fractions 0.01,0.1,1 --dry-run  # the jobs, their resources and cells
     python transfer/sweep.py --fractions 0.01,0.1,1 --status   # done / running / failed / pending
     python transfer/sweep.py --fractions 0.01,0.1,1 finetune.iterations=500 probe.c_grid=[0.1,1]
+    python transfer/sweep.py --checkpoint run0/discriminator.pt,run1/discriminator.pt,run2/discriminator.pt
     python transfer/sweep.py --data ucf101 --root /data/ucf --splits 1,2,3 --seeds 0,1,2 \\
         --recipe paper --device cuda --executor slurm --cluster mycluster
 
@@ -42,7 +43,9 @@ def parse_args(argv: Sequence[str] | None = None):
                    help="finetune,linear,knn")
     p.add_argument("--checkpoint", default=None,
                    help="discriminator.pt (default: <output-root>/pretrain/LATEST), or torchvision:NAME[=WEIGHTS] "
-                        "for torchvision's r3d_18, mc3_18, r2plus1d_18 (fresh init, or a state_dict file)")
+                        "for torchvision's r3d_18, mc3_18, r2plus1d_18 (fresh init, or a state_dict file); "
+                        "several comma-separated exports are pretraining runs of one method (replicates: the "
+                        "intervals cover them, random init gets one weight draw per run)")
     p.add_argument("--data", default="synthetic", choices=("synthetic", "ucf101", "hmdb51"))
     p.add_argument("--root", default=None, help="data root: synthetic: where to generate it; ucf101: holds "
                    "UCF-101/ and ucfTrainTestlist/; hmdb51: holds hmdb51/ and testTrainMulti_7030_splits/")

@@ -146,7 +146,8 @@ def _headline(sweep_dir: Path, plan: dict, entries: list[dict], env: dict, now: 
         f"protocols: {', '.join(spec.get('protocols', ()))}; inits: {', '.join(spec.get('inits', ()))}",
         f"recipe: `{recipe_name}`" + (f" with overrides `{json.dumps(overrides, sort_keys=True)}`"
                                       if overrides else ""),
-        f"checkpoint: `{plan.get('checkpoint', '?')}` (sha256 `{str(plan.get('checkpoint_sha256', '?'))[:16]}…`)",
+        f"checkpoint: `{plan.get('checkpoint', '?')}` (sha256 `{str(plan.get('checkpoint_sha256', '?'))[:16]}…`)"
+        + _other_runs(plan),
         f"cells: {len(plan.get('cells', []))}; executor: {spec.get('executor', '?')}"
         + (f" (cluster profile `{spec['cluster']}`)" if spec.get("executor") == "slurm" else ""),
     ]
@@ -215,6 +216,15 @@ def _results(sweep_dir: Path, entries: list[dict], metric: str) -> list[Block]:
     if tables:
         blocks += [p("The same tables and figures for papers:"), files(tables)]
     return blocks
+
+
+def _other_runs(plan: dict) -> str:
+    """The further pretraining runs of a replicated sweep (the page describes the first one)."""
+    runs = plan.get("replicates") or []
+    if len(runs) < 2:
+        return ""
+    return (f"; {len(runs)} pretraining runs (replicates 0-{len(runs) - 1}; below, the first): "
+            + ", ".join(f"`{r['checkpoint']}`" for r in runs[1:]))
 
 
 def _interval_note(table: list[dict]) -> list[Block]:

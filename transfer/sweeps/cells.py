@@ -1,7 +1,10 @@
-"""One cell of the sweep = checkpoint x protocol x init x split x labels x seed, run as one job.
+"""One cell of the sweep = pretraining run x protocol x init x split x labels x seed, run as one job.
 
 `SweepContext` is everything a job needs, as plain picklable values (paths are strings), so a
 cell runs the same in this process (debug executor), in a subprocess (local) or on a SLURM node.
+A sweep over several pretraining runs of one method (`--checkpoint a.pt,b.pt,c.pt`) gives each
+cell a `replicate`: the index of its export in `ctx.replicates`, and for random init the index of
+its weight draw, so random init gets one draw per replicate and the report pairs them.
 `run_cell(ctx, cell)` is one cell (its job, `execute.run_cells`, sets the threads): it skips a cell the ledger already has as done, marks it
 running, runs the protocol on the context's device and records done (metrics) or failed (error
 and traceback tail) - an exception in one cell never stops the others. A fine-tune cell keeps its
@@ -17,7 +20,7 @@ import logging
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +43,12 @@ from videodata.clips import ClipDataset
 
 log = logging.getLogger(__name__)
 
-# random-init features come from one fixed draw of the weights, shared by every seed, so a
-# probe sweep extracts them once; the cell seed still changes the subset and the probe
+# random-init features come from one draw of the weights per replicate, shared by every seed, so
+# a probe sweep extracts them once per replicate; the cell seed still changes the subset and probe
 RANDOM_FEATURE_SEED = 0
+# a random-init fine-tune cell of replicate r > 0 seeds its weights and training from
+# seed + r * this (replicate 0 keeps the seed itself, so a one-checkpoint sweep's cells stay)
+REPLICATE_SEED_STRIDE = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,14 @@ class SweepContext:
     recipe: dict = field(default_factory=dict)   # Recipe.as_dict(): finetune, probe, features, cache, runtime
     threads: int = 2
     show_progress: bool = False
+    replicates: tuple[tuple[str, str], ...] = ()   # (export path, sha256) per pretraining run; () = the one above
+
+    def for_replicate(self, replicate: int) -> "SweepContext":
+        """The context of one pretraining run: its checkpoint and hash in place of the first's."""
+        if replicate == 0 and not self.replicates:
+            return self
+        checkpoint, sha256 = self.replicates[replicate]
+        return replace(self, checkpoint=checkpoint, checkpoint_sha256=sha256)
 
     @property
     def ledger(self) -> Ledger:
@@ -91,26 +105,40 @@ class Cell:
     manifest_sha256: str
     test_list: str           # relative to the sweep's out_dir
     key: str                 # hash of everything the result depends on
+    replicate: int = 0       # pretraining run (pretrained) or weight draw (random) of this cell
 
     @property
     def cell_id(self) -> str:
         subset = "" if self.subset_seed < 0 else f"-sub{self.subset_seed}"
-        return f"{self.protocol}-{self.init}-split{self.split}-{self.rule_tag}{subset}-seed{self.seed}-{self.key[:10]}"
+        run = f"-rep{self.replicate}" if self.replicate else ""  # replicate 0 reads as a one-run sweep's
+        return (f"{self.protocol}-{self.init}-split{self.split}-{self.rule_tag}{subset}-seed{self.seed}{run}"
+                f"-{self.key[:10]}")
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the cell's randomness; random init's replicates draw their weights from it."""
+        if self.init == "random" and self.replicate:
+            return self.seed + self.replicate * REPLICATE_SEED_STRIDE
+        return self.seed
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def cell_key(ctx: SweepContext, protocol: str, init: str, split: int, rule: SubsetRule, subset_seed: int, seed: int,
-             manifest_sha256: str, test_sha256: str) -> str:
-    """Everything that changes a cell's result: a changed recipe or checkpoint makes a new cell."""
+             manifest_sha256: str, test_sha256: str, replicate: int = 0) -> str:
+    """Everything that changes a cell's result: a changed recipe or checkpoint makes a new cell.
+    `ctx` is the cell's replicate's context (its checkpoint hash)."""
     r = ctx.recipe
     recipe = r["finetune"] if protocol == "finetune" else {"probe": r["probe"], "features": r["features"]}
-    blob = json.dumps({"protocol": protocol, "init": init, "split": split, "rule": rule.tag,
-                       "subset_seed": subset_seed, "seed": seed, "manifest": manifest_sha256, "test": test_sha256,
-                       "checkpoint": ctx.checkpoint_sha256, "data": ctx.data_key,
-                       "clip": [ctx.frames, ctx.size], "recipe": recipe, "cache": r["cache"],
-                       "precision": r["runtime"]["precision"]}, sort_keys=True)
+    fields = {"protocol": protocol, "init": init, "split": split, "rule": rule.tag,
+              "subset_seed": subset_seed, "seed": seed, "manifest": manifest_sha256, "test": test_sha256,
+              "checkpoint": ctx.checkpoint_sha256, "data": ctx.data_key,
+              "clip": [ctx.frames, ctx.size], "recipe": recipe, "cache": r["cache"],
+              "precision": r["runtime"]["precision"]}
+    if replicate:  # replicate 0 hashes as before, so a one-checkpoint sweep keeps its finished cells
+        fields["replicate"] = replicate
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -146,6 +174,9 @@ def protocol_card(ctx: SweepContext, cell: Cell, test_clips: int, selection: str
     return {"stabilised": _stabilised(ctx),"split": cell.split, "subset": cell.rule_tag,
             "subset_source": "user's list" if cell.subset_seed < 0 else f"seeded draw {cell.subset_seed}",
             "subset_seed": cell.subset_seed, "training_seed": cell.seed, "test_clips": test_clips,
+            "replicate": cell.replicate,
+            "weights": (f"pretraining run {cell.replicate} ({Path(ctx.checkpoint).parent.name})" if cell.init == "pretrained"
+                        else f"random weight draw {cell.replicate}"),
             "test_clips_from": where, "metric": "video-level accuracy (softmax of the clips averaged); "
                                              "clip-level, top-5 and mean-class accuracy beside it",
             "selection": selection}
@@ -184,15 +215,16 @@ def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
     recipe = FinetuneRecipe(**ctx.recipe["finetune"]).for_subset(len(train.relpaths))
     policy = ctx.policy()
-    seed_everything(cell.seed)
+    seed = cell.training_seed
+    seed_everything(seed)
     model = policy.module(build_classifier(load_export(ctx.checkpoint), cell.init, len(ctx.class_names),
                                            recipe.dropout))
     train_cache = ClipCache.open(ctx.train_cache)
-    dataset = ClipDataset(train_cache, ctx.frames, sampling=recipe.sampling, seed=cell.seed,
+    dataset = ClipDataset(train_cache, ctx.frames, sampling=recipe.sampling, seed=seed,
                           items=_indices(train_cache, train.relpaths, train.path.name))
     started = time.perf_counter()
     info = finetune(model, dataset, recipe, policy=policy, workdir=ctx.path(f"cells/{cell.cell_id}"),
-                    seed=cell.seed, loader_workers=ctx.loader_workers, show_progress=ctx.show_progress)
+                    seed=seed, loader_workers=ctx.loader_workers, show_progress=ctx.show_progress)
     train_s = time.perf_counter() - started
     test = _test_list(ctx, cell)  # the final evaluation, after training
     eval_cache = ClipCache.open(ctx.eval_cache)
@@ -206,17 +238,19 @@ def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     return result, {"train_s": train_s, "resumed_from": info["resumed_from"], "device": policy.describe()}
 
 
-def feature_set(ctx: SweepContext, init: str, split_list: str):
-    """The cached features of every video of one list (`split_list` relative to out_dir)."""
+def feature_set(ctx: SweepContext, init: str, split_list: str, replicate: int = 0):
+    """The cached features of every video of one list (`split_list` relative to out_dir), from
+    the replicate's export (pretrained) or its weight draw (random); `ctx` is the replicate's."""
     spec = FeatureSpec(**ctx.recipe["features"])
     listing = _load_manifest(ctx, split_list)
-    key = FeatureKey(ctx.checkpoint_sha256, init, RANDOM_FEATURE_SEED if init == "random" else -1,
+    weight_seed = RANDOM_FEATURE_SEED + replicate
+    key = FeatureKey(ctx.checkpoint_sha256, init, weight_seed if init == "random" else -1,
                      Path(split_list).stem, relpaths_sha256(listing.relpaths), ctx.frames, ctx.size,
                      ctx.data_key, asdict(spec), ctx.recipe["runtime"]["precision"])
 
     def compute():
         policy = ctx.policy()
-        seed_everything(RANDOM_FEATURE_SEED)
+        seed_everything(weight_seed)
         backbone = policy.module(build_backbone(load_export(ctx.checkpoint), init))
         cache = ClipCache.open(ctx.eval_cache)
         dataset = ClipDataset(cache, ctx.frames, sampling="uniform", num_clips=spec.num_clips,
@@ -230,7 +264,7 @@ def feature_set(ctx: SweepContext, init: str, split_list: str):
 def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     recipe = ProbeRecipe(**ctx.recipe["probe"])
     train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
-    train_all, _ = feature_set(ctx, cell.init, f"manifests/split{cell.split}_train.txt")
+    train_all, _ = feature_set(ctx, cell.init, f"manifests/split{cell.split}_train.txt", cell.replicate)
     row_of = {r: i for i, r in enumerate(train_all.relpaths)}  # built once: a full split has ~9.5k rows
     rows = [row_of[r] for r in train.relpaths]
     features, labels, groups = train_all.features[rows], np.asarray(train.labels), np.asarray(train.groups)
@@ -241,7 +275,7 @@ def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
         fitted = fit_knn(features, labels, groups, len(ctx.class_names), recipe, cell.seed, ctx.policy().device)
     fit_s = time.perf_counter() - started
     test = _test_list(ctx, cell)  # the final evaluation, after every choice was made
-    test_all, _ = feature_set(ctx, cell.init, cell.test_list)
+    test_all, _ = feature_set(ctx, cell.init, cell.test_list, cell.replicate)
     result = _metrics_result(ctx, cell, fitted.predict_proba(test_all.features), test.labels, labels,
                              {"probe": fitted.info}, fitted.info["selection"])
     return result, {"fit_s": fit_s, "device": ctx.policy().describe()}
@@ -253,6 +287,7 @@ def run_cell(ctx: SweepContext, cell: Cell) -> dict:
     entry = ledger.read(cell.cell_id)
     if entry is not None and entry["status"] == "done":
         return {"cell_id": cell.cell_id, "status": "done", "skipped": True}
+    ctx = ctx.for_replicate(cell.replicate)
     ledger.mark_running(cell.cell_id, cell.as_dict())
     started = time.perf_counter()
     try:

@@ -55,12 +55,12 @@ def run_cells(ctx: SweepContext, cells: Sequence[Cell]) -> list[dict]:
         todo = [c for c in cells if not ledger.is_done(c.cell_id)]
         # the training lists' features first, once per init (the test lists' come with the first
         # final evaluation: nothing is read from a test list before a cell's choices are made)
-        for init, train_list in sorted({(c.init, f"manifests/split{c.split}_train.txt")
-                                        for c in todo if c.protocol in FEATURE_PROTOCOLS}):
+        for replicate, init, train_list in sorted({(c.replicate, c.init, f"manifests/split{c.split}_train.txt")
+                                                   for c in todo if c.protocol in FEATURE_PROTOCOLS}):
             try:
-                feature_set(ctx, init, train_list)
+                feature_set(ctx.for_replicate(replicate), init, train_list, replicate)
             except Exception as exc:  # noqa: BLE001 - each cell below records the failure itself
-                log.error("feature extraction for %s/%s failed: %s", init, train_list, exc)
+                log.error("feature extraction for %s/%s (replicate %d) failed: %s", init, train_list, replicate, exc)
         return [run_cell(ctx, cell) for cell in cells]
 
 
@@ -69,12 +69,13 @@ def job_kind(cells: Sequence[Cell]) -> str:
 
 
 def group_jobs(cells: Sequence[Cell]) -> list[list[Cell]]:
-    """Probe cells of one split share a job (one extraction per init); each fine-tune cell is its own."""
-    groups: dict[int, list[Cell]] = {}
+    """Probe cells of one split and pretraining run share a job (one extraction per init); each
+    fine-tune cell is its own."""
+    groups: dict[tuple[int, int], list[Cell]] = {}
     singles = []
     for cell in cells:
         if cell.protocol in FEATURE_PROTOCOLS:
-            groups.setdefault(cell.split, []).append(cell)
+            groups.setdefault((cell.replicate, cell.split), []).append(cell)
         else:
             singles.append([cell])
     # probe jobs first: they are quick and give the first numbers early

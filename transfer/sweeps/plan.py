@@ -37,11 +37,12 @@ from videodata.labeled import LabeledData, labeled_set
 from videodata.synthetic import SyntheticConfig, generate
 
 
-def resolve_checkpoint(spec: SweepSpec) -> Path:
-    if spec.checkpoint and spec.checkpoint.startswith(SPEC_PREFIX):  # torchvision:<name>[=weights]
-        return export_torchvision(spec.checkpoint, spec.under_outputs("backbones"))
-    if spec.checkpoint:
-        path = resolve_path(spec.checkpoint)
+def resolve_checkpoint(spec: SweepSpec, given: str | None = None) -> Path:
+    """One --checkpoint entry (default: the LATEST export under the pretraining outputs)."""
+    if given and given.startswith(SPEC_PREFIX):  # torchvision:<name>[=weights]
+        return export_torchvision(given, spec.under_outputs("backbones"))
+    if given:
+        path = resolve_path(given)
         if not path.is_file():
             raise SweepError(f"--checkpoint {path} does not exist (expected a discriminator.pt written by "
                              f"`python pretrain/run.py`)")
@@ -50,6 +51,20 @@ def resolve_checkpoint(spec: SweepSpec) -> Path:
         return latest_export(spec.pretrain_dir)
     except ExportError as exc:
         raise SweepError(str(exc)) from None
+
+
+def resolve_replicates(spec: SweepSpec) -> list[tuple[Path, BackboneExport]]:
+    """Every pretraining run of the sweep, loaded: they must share clip shape (one clip cache)."""
+    paths = [resolve_checkpoint(spec, given) for given in spec.checkpoints() or [None]]
+    runs = [(path, load_export(path)) for path in paths]
+    if len({export.sha256 for _, export in runs}) != len(runs):
+        raise SweepError("--checkpoint: two of the exports are the same file contents (each pretraining run once)")
+    first_path, first = runs[0]
+    for path, export in runs[1:]:
+        if (export.frames, export.size) != (first.frames, first.size):
+            raise SweepError(f"--checkpoint: {path} takes {export.frames}x{export.size}^2 clips but {first_path} "
+                             f"{first.frames}x{first.size}^2; the pretraining runs of one sweep share a clip shape")
+    return runs
 
 
 def resolve_data(spec: SweepSpec) -> LabeledData:
@@ -81,9 +96,9 @@ def recipe_digest(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(recipe.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def default_out(spec: SweepSpec, checkpoint: Path, recipe: Recipe) -> Path:
-    """`<data>-<pretrain run>-<recipe>`, plus a hash of the resolved recipe when overridden."""
-    name = f"{spec.data}-{checkpoint.parent.name}-{Path(spec.recipe).stem}"
+def default_out(spec: SweepSpec, checkpoint: Path, recipe: Recipe, runs: int = 1) -> Path:
+    """`<data>-<pretrain run>[-<n>runs]-<recipe>`, plus a hash of the resolved recipe when overridden."""
+    name = f"{spec.data}-{checkpoint.parent.name}{f'-{runs}runs' if runs > 1 else ''}-{Path(spec.recipe).stem}"
     if spec.overrides:
         name += "-" + recipe_digest(recipe)
     return spec.under_outputs("transfer") / name
@@ -116,10 +131,10 @@ def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
     DevicePolicy.create(runtime.device, runtime.precision, runtime.channels_last, runtime.compile)
     if spec.executor == "slurm":
         load_profile(spec.cluster)  # a missing or malformed profile fails here, before any work
-    checkpoint = resolve_checkpoint(spec)
-    export = load_export(checkpoint)
+    runs = resolve_replicates(spec)
+    checkpoint, export = runs[0]
     data = resolve_data(spec)
-    out = resolve_path(spec.out) if spec.out else default_out(spec, checkpoint, recipe)
+    out = resolve_path(spec.out) if spec.out else default_out(spec, checkpoint, recipe, len(runs))
     try:
         class_names = tuple(data.class_names())
         records, per_split = {}, {}
@@ -134,15 +149,21 @@ def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
     if spec.trajectory:
         checkpoint = _trajectory_choice(spec, checkpoint, per_split, recipe, out, class_names, data.fingerprint, trajectory)
         export = load_export(checkpoint)
-    leakage = audit_checkpoint(export, data, {split: test for split, (_, test) in per_split.items()})
-    check(leakage, spec.on_leak, f"checkpoint {checkpoint}")
+        runs = [(checkpoint, export)]
+    tests = {split: test for split, (_, test) in per_split.items()}
+    audits = []
+    for path, run_export in runs:
+        audits.append(audit_checkpoint(run_export, data, tests))
+        check(audits[-1], spec.on_leak, f"checkpoint {path}")
+    leakage = audits[0]
     recipe_dict = recipe.as_dict()
     data_key = hashlib.sha256(json.dumps({"data": data.fingerprint, "videos": sorted(records),
                                           "size": export.size, "cache": recipe_dict["cache"]}).encode()).hexdigest()[:16]
     ctx = SweepContext(out_dir=str(out), checkpoint=str(checkpoint), checkpoint_sha256=export.sha256,
                        train_cache="", eval_cache="", data_key=data_key, class_names=class_names,
                        frames=export.frames, size=export.size, dataset=spec.data, recipe=recipe_dict,
-                       threads=spec.threads, show_progress=spec.show_progress and spec.executor != "slurm")
+                       threads=spec.threads, show_progress=spec.show_progress and spec.executor != "slurm",
+                       replicates=tuple((str(path), e.sha256) for path, e in runs) if len(runs) > 1 else ())
     manifests = out / "manifests"
     cells = []
     full_rule = SubsetRule(fraction=1.0)
@@ -164,16 +185,20 @@ def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
             name = f"split{split}_{rule.tag}" if rule.listed else None
             manifest = write_manifest(manifests, subset, split=split, seed=sub, rule=rule, dataset=spec.data,
                                       name=name, source=source)
-            for protocol in spec.protocols:
-                for init in spec.inits:
-                    key = cell_key(ctx, protocol, init, split, rule, sub, seed, manifest.sha256, test_manifest.sha256)
-                    cells.append(Cell(protocol, init, split, rule.tag, rule.value, sub, seed,
-                                      f"manifests/{manifest.path.name}", manifest.sha256,
-                                      f"manifests/{test_manifest.path.name}", key))
+            for replicate in range(len(runs)):
+                for protocol in spec.protocols:
+                    for init in spec.inits:
+                        key = cell_key(ctx.for_replicate(replicate), protocol, init, split, rule, sub, seed,
+                                       manifest.sha256, test_manifest.sha256, replicate)
+                        cells.append(Cell(protocol, init, split, rule.tag, rule.value, sub, seed,
+                                          f"manifests/{manifest.path.name}", manifest.sha256,
+                                          f"manifests/{test_manifest.path.name}", key, replicate))
     atomic_write_json(out / "sweep.json", {"spec": _plain(spec), "recipe": recipe_dict,
                                            "checkpoint": str(checkpoint), "checkpoint_sha256": export.sha256,
                                            "data_key": data_key, "crossed": spec.crossed,
                                            "audit": leakage.as_dict(), "trajectory": spec.trajectory,
+                                           "replicates": [{"checkpoint": str(path), "checkpoint_sha256": e.sha256,
+                                                           "audit": a.as_dict()} for (path, e), a in zip(runs, audits)],
                                            "cells": [c.cell_id for c in cells]})
     return SweepPlan(spec, ctx, cells, list(records.values()), recipe)
 

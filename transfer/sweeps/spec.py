@@ -30,7 +30,7 @@ class SweepSpec:
     splits: tuple[int, ...] = (1,)
     inits: tuple[str, ...] = ("pretrained", "random")
     protocols: tuple[str, ...] = ("finetune", "linear")
-    checkpoint: str | None = None
+    checkpoint: str | None = None                   # one export, or several (pretraining runs) comma-separated
     data: str = "synthetic"
     root: str | None = None
     recipe: str = "demo"
@@ -71,6 +71,10 @@ class SweepSpec:
         if self.subset_seeds:
             return [(sub, seed) for sub in self.subset_seeds for seed in self.seeds]
         return [(seed, seed) for seed in self.seeds]
+
+    def checkpoints(self) -> list[str]:
+        """The --checkpoint entries: several comma-separated exports are replicates of one method."""
+        return [c.strip() for c in (self.checkpoint or "").split(",") if c.strip()]
 
     def rules(self) -> list[SubsetRule]:
         try:
@@ -129,5 +133,11 @@ class SweepSpec:
             raise SweepError(f"--executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.max_parallel < 1 or self.threads < 1:
             raise SweepError(f"--max-parallel and --threads must be >= 1, got {self.max_parallel}, {self.threads}")
+        given = self.checkpoints()
+        if len(set(given)) != len(given):
+            raise SweepError("--checkpoint: an export is given twice (each pretraining run once)")
+        if self.trajectory and len(given) > 1:
+            raise SweepError("--trajectory takes one checkpoint (its run's snapshots); got "
+                             f"{len(given)} pretraining runs")
         self.rules()  # validates every fraction / count
         self.listed()
