@@ -363,3 +363,25 @@ def test_label_efficiency_edges():
     no_baseline = rows[2]  # linear has no random init to compare with
     assert no_baseline["accuracy_at_1"] == pytest.approx(0.4)
     assert (no_baseline["random_labels_at_1"], no_baseline["random_labels_at_1_qualifier"]) == (None, "")
+
+
+def test_variance_components_with_pretraining_runs():
+    """y = p_run + a_subset + b_seed exactly, 2 runs x 3 draws x 2 seeds: each share is its effect's
+    variance and nothing is left; with one draw per seed, the run and the draw separate."""
+    p, a, b = np.array([0.1, -0.1]), np.array([0.1, 0.3, 0.2]), np.array([0.05, -0.05])
+    entries = []
+    for r in range(2):
+        for i in range(3):
+            for j in range(2):
+                e = run(subset_seed=i, seed=j, acc=0.5 + p[r] + a[i] + b[j])
+                e["cell"]["replicate"] = r
+                e["cell_id"] += f"-{r}{i}{j}"
+                entries.append(e)
+    [row] = variance_components(entries)
+    assert (row["pretraining_var"], row["subset_var"], row["seed_var"]) == pytest.approx(
+        (np.var(p, ddof=1), np.var(a, ddof=1), np.var(b, ddof=1)))
+    assert row["residual_var"] == pytest.approx(0.0, abs=1e-12)
+    one_draw_each = [e for e in entries if e["cell"]["subset_seed"] == e["cell"]["seed"]]
+    [row] = variance_components(one_draw_each)
+    assert row["separable"] and row["pretraining_var"] == pytest.approx(np.var(p, ddof=1))
+    assert math.isnan(row["seed_var"])

@@ -114,6 +114,32 @@ def _units_text(levels: dict[str, int], splits: Sequence[int]) -> str:
     return text
 
 
+def factor_levels(units: dict[tuple, float]) -> tuple[tuple[str, ...], dict[tuple, float], list[list]]:
+    """The units {(replicate, subset_seed, seed): value} as factors: when each subset draw has its
+    own seed (and vice versa) the two are one factor, the draw. Returns the factor names, the
+    values keyed by level per factor, and each factor's levels."""
+    pairs = {(k[1], k[2]) for k in units}
+    if len({p[0] for p in pairs}) == len(pairs) == len({p[1] for p in pairs}):
+        names, values = ("replicate", "draw"), {(k[0], (k[1], k[2])): v for k, v in units.items()}
+    else:
+        names, values = FACTORS, dict(units)
+    return names, values, [sorted({k[i] for k in values}, key=str) for i in range(len(names))]
+
+
+def unit_grid(units: dict[tuple, float]) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """The sampled factors (more than one level) of the units and their complete grid, or None
+    for the grid when some combination is missing (nested draws, a failed cell)."""
+    names, values, levels_of = factor_levels(units)
+    sampled = [i for i, levels in enumerate(levels_of) if len(levels) > 1]
+    if len(values) != math.prod(len(levels_of[i]) for i in sampled):
+        return tuple(names[i] for i in sampled), None
+    index = [{level: j for j, level in enumerate(levels_of[i])} for i in sampled]
+    grid = np.empty([len(levels_of[i]) for i in sampled])
+    for key, value in values.items():
+        grid[tuple(index[j][key[i]] for j, i in enumerate(sampled))] = value
+    return tuple(names[i] for i in sampled), grid
+
+
 def design_interval(rows: Sequence[dict], bounds: tuple[float, float] = (0.0, 1.0),
                     confidence: float = 0.95) -> DesignInterval:
     """The interval for the mean of `rows` (dicts with replicate, split, subset_seed, seed, value)."""
@@ -125,41 +151,28 @@ def design_interval(rows: Sequence[dict], bounds: tuple[float, float] = (0.0, 1.
     split_sets = {tuple(sorted(v)) for v in by_unit.values()}
     splits = sorted({s for v in by_unit.values() for s in v})
     units = {key: float(np.mean(list(v.values()))) for key, v in by_unit.items()}
-    keys = list(units)
-    pairs = {(k[1], k[2]) for k in keys}
-    confounded = len({p[0] for p in pairs}) == len(pairs) == len({p[1] for p in pairs})
-    if confounded:  # each subset draw has its own seed (and vice versa): one factor, the draw
-        keys = [(k[0], (k[1], k[2])) for k in keys]
-        names, values = ("replicate", "draw"), dict(zip(keys, units.values()))
-    else:
-        names, values = FACTORS, units
-    levels_of = [sorted({k[i] for k in values}, key=str) for i in range(len(names))]
-    sampled = [i for i, lv in enumerate(levels_of) if len(lv) > 1]
-    levels = {names[i]: len(levels_of[i]) for i in sampled}
-    complete = len(values) == math.prod(len(levels_of[i]) for i in sampled) and len(split_sets) == 1
+    sampled, grid = unit_grid(units)
     clamped, components = (), {}
     if not sampled:
-        mean, se, df, method = float(next(iter(values.values()))), 0.0, 0.0, "single"
-    elif complete:
-        index = [{level: j for j, level in enumerate(levels_of[i])} for i in sampled]
-        grid = np.empty([len(levels_of[i]) for i in sampled])
-        for key, value in values.items():
-            grid[tuple(index[j][key[i]] for j, i in enumerate(sampled))] = value
+        mean, se, df, method, levels = next(iter(units.values())), 0.0, 0.0, "single", {}
+    elif grid is not None and len(split_sets) == 1:
+        levels = dict(zip(sampled, grid.shape))
         mean = float(grid.mean())
         var, df, parts, low = crossed_variance(grid)
         se = math.sqrt(var)
-        label = lambda axes: " x ".join(NAMES[names[sampled[a]]] for a in axes)  # noqa: E731
+        label = lambda axes: " x ".join(NAMES[sampled[a]] for a in axes)  # noqa: E731
         components = {label(a): v for a, v in parts.items()}
         clamped = tuple(label(a) for a in low)
         method = "crossed" if len(sampled) > 1 else "t"
     else:  # nested or incomplete: the outermost factor's level means are independent units
-        outer = sampled[0]
+        names, values, _ = factor_levels(units)
+        outer = names.index(sampled[0])
         by_level: dict = defaultdict(list)
         for key, value in values.items():
             by_level[key[outer]].append(value)
         mean, se, df = _t_interval([np.mean(v) for v in by_level.values()])
         method = "nested" if len(split_sets) == 1 else "incomplete"
-        levels = {names[outer]: len(by_level)}
+        levels = {sampled[0]: len(by_level)}
     half = float(stats.t.ppf(0.5 + confidence / 2, df=df)) * se if se > 0 else 0.0
     low, high = bounds
     return DesignInterval(mean, se, df, max(low, mean - half), min(high, mean + half),

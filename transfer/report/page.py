@@ -261,14 +261,17 @@ def _variance(entries: list[dict], metric: str) -> list[Block]:
     rows = variance_components(entries, metric)
     blocks = [h("Sources of variance", 3)]
     if any(r["separable"] for r in rows):
-        blocks.append(p("How much of the spread across runs comes from the labeled subset that was drawn, from the "
-                        "training seed, from the split, and from the rest (their interaction and noise): "
-                        "method-of-moments estimates of a crossed design (every subset draw trained with every "
-                        "seed, within each split), as shares of the total, and the total's std in points."))
+        blocks.append(p("How much of the spread across runs comes from the pretraining run (or random weight "
+                        "draw), the labeled subset that was drawn, the training seed, the split, and the rest "
+                        "(their interactions and noise): method-of-moments estimates of the crossed design "
+                        "within each split (negative estimates set to 0), as shares of the total, and the "
+                        "total's std in points. With one subset draw per seed the two are one source (in the "
+                        "subset column; the seed's is —)."))
     else:
-        blocks.append(p("This sweep did not cross subset draws with training seeds (each seed drew its own subset, "
-                        "or the subsets came from a list), so their shares cannot be told apart: run with "
-                        "`--subset-seeds` to separate them. The total std across runs, in points:"))
+        blocks.append(p("This sweep's runs do not cross two sampled factors (one pretraining run and each seed "
+                        "its own subset draw, or a user's list), so the sources cannot be told apart: run with "
+                        "several `--checkpoint` exports or `--subset-seeds` to separate them. The total std "
+                        "across runs, in points:"))
     return blocks + [table(VARIANCE_HEAD, [variance_cells(r) for r in rows])]
 
 

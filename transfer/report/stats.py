@@ -25,7 +25,7 @@ from scipy import stats
 
 from runkit.errors import UserError
 from transfer.ledger import Ledger
-from transfer.report.design import design_interval
+from transfer.report.design import crossed_variance, design_interval, unit_grid
 
 METRICS = ("video_acc", "clip_acc", "video_top5", "mean_class_acc")
 
@@ -150,23 +150,14 @@ def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
     return sorted(table, key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"]))
 
 
-def _two_way(grid: np.ndarray) -> tuple[float, float, float]:
-    """Method-of-moments variance components of a complete (subset draws x training seeds) grid
-    with one run per cell: (subset, seed, residual incl. their interaction), each >= 0."""
-    s, r = grid.shape
-    mean = grid.mean()
-    rows, cols = grid.mean(axis=1), grid.mean(axis=0)
-    ms_rows = r * ((rows - mean) ** 2).sum() / (s - 1)
-    ms_cols = s * ((cols - mean) ** 2).sum() / (r - 1)
-    ms_resid = ((grid - rows[:, None] - cols[None, :] + mean) ** 2).sum() / ((s - 1) * (r - 1))
-    return max(0.0, (ms_rows - ms_resid) / r), max(0.0, (ms_cols - ms_resid) / s), float(ms_resid)
-
-
 def variance_components(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
-    """Per (protocol, init, rule): how much of the runs' variance comes from the subset draw, the
-    training seed, the split and the rest (their interaction and noise), from a complete cross of
-    subset draws and training seeds within each split (at least 2 x 2). Rows whose runs do not
-    cross the two (one seed drew both, or a user's list) say so instead of inventing a split."""
+    """Per (protocol, init, rule): how much of the runs' variance comes from the pretraining run,
+    the subset draw, the training seed, the split and the rest (their interactions and noise):
+    method-of-moments components (`design.crossed_variance`, negative ones at 0) of a complete
+    cross of at least two sampled factors within each split, averaged over splits. One subset draw
+    per seed is one factor (its share is the subset column; the seed's is not separable). Rows
+    whose runs form no such cross (one factor, a user's list, a missing cell) say so instead of
+    inventing a split."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in result_rows(entries, metric):
         groups[(row["protocol"], row["init"], row["rule"])].append(row)
@@ -174,30 +165,33 @@ def variance_components(entries: Iterable[dict], metric: str = "video_acc") -> l
     for (protocol, init, rule), rows in groups.items():
         by_split: dict[int, dict[tuple, float]] = defaultdict(dict)
         for row in rows:
-            by_split[row["split"]][(row["subset_seed"], row["seed"])] = row["value"]
-        components, split_means = [], []
-        for cells in by_split.values():
-            subsets, seeds = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
-            if len(subsets) < 2 or len(seeds) < 2 or len(cells) != len(subsets) * len(seeds):
-                components = []
+            by_split[row["split"]][(row["replicate"], row["subset_seed"], row["seed"])] = row["value"]
+        parts, split_means, mean_vars = [], [], []
+        for units in by_split.values():
+            names, grid = unit_grid(units)
+            if grid is None or len(names) < 2:
+                parts = []
                 break
-            grid = np.array([[cells[(a, b)] for b in seeds] for a in subsets])
-            components.append((*_two_way(grid), len(subsets), len(seeds)))
+            var, _, components, _ = crossed_variance(grid)
+            main = {names[axes[0]]: v for axes, v in components.items() if len(axes) == 1}
+            parts.append({"pretraining_var": main.get("replicate", 0.0),
+                          "subset_var": main.get("subset_seed", main.get("draw", 0.0)),
+                          "seed_var": main.get("seed", float("nan") if "draw" in names else 0.0),
+                          "residual_var": sum(v for axes, v in components.items() if len(axes) > 1)})
             split_means.append(grid.mean())
+            mean_vars.append(var)
         base = {"protocol": protocol, "init": init, "rule": rule,
                 "labeled_per_class": float(np.mean([r["per_class"] for r in rows])), "runs": len(rows),
                 "total_var": float(np.var([r["value"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
-        if not components:
-            table.append({**base, "separable": False, "subset_var": float("nan"), "seed_var": float("nan"),
-                          "split_var": float("nan"), "residual_var": float("nan")})
+        if not parts:
+            table.append({**base, "separable": False, **{k: float("nan") for k in (
+                "pretraining_var", "subset_var", "seed_var", "split_var", "residual_var")}})
             continue
-        subset_var, seed_var, resid_var = (float(np.mean([c[i] for c in components])) for i in range(3))
+        averaged = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
         split_var = 0.0
         if len(split_means) > 1:  # between-split variance beyond what the within-split terms explain
-            expected = float(np.mean([c[0] / c[3] + c[1] / c[4] + c[2] / (c[3] * c[4]) for c in components]))
-            split_var = max(0.0, float(np.var(split_means, ddof=1)) - expected)
-        table.append({**base, "separable": True, "subset_var": subset_var, "seed_var": seed_var,
-                      "split_var": split_var, "residual_var": resid_var})
+            split_var = max(0.0, float(np.var(split_means, ddof=1)) - float(np.mean(mean_vars)))
+        table.append({**base, "separable": True, **averaged, "split_var": split_var})
     return sorted(table, key=lambda r: (r["protocol"], r["init"], r["labeled_per_class"], r["rule"]))
 
 

@@ -37,10 +37,11 @@ def variance_cells(row: dict) -> list[str]:
     """A row of the variance-sources table: shares of the total in %, and the total's std."""
     head = [row["protocol"], row["init"], row["rule"], count(row["labeled_per_class"]), str(row["runs"])]
     if not row["separable"]:
-        return head + ["—"] * 4 + [pct(math.sqrt(row["total_var"]))]
-    parts = [row["subset_var"], row["seed_var"], row["split_var"], row["residual_var"]]
-    total = sum(parts)
-    return head + [f"{100 * v / total:.0f}" if total > 0 else "0" for v in parts] + [pct(math.sqrt(total))]
+        return head + ["—"] * 5 + [pct(math.sqrt(row["total_var"]))]
+    parts = [row["pretraining_var"], row["subset_var"], row["seed_var"], row["split_var"], row["residual_var"]]
+    total = sum(v for v in parts if not math.isnan(v))
+    return head + ["—" if math.isnan(v) else f"{100 * v / total:.0f}" if total > 0 else "0" for v in parts] + [
+        pct(math.sqrt(total))]
 
 
 def paired_cells(row: dict) -> list[str]:
@@ -51,8 +52,8 @@ def paired_cells(row: dict) -> list[str]:
 
 RESULTS_HEAD = ["protocol", "init", "labels", "labeled/class", "n", "acc % (mean ± std)", "95% CI",
                 "splits", "subsets", "seeds"]
-VARIANCE_HEAD = ["protocol", "init", "labels", "labeled/class", "runs", "subset draw %", "training seed %",
-                 "split %", "rest %", "std (points)"]
+VARIANCE_HEAD = ["protocol", "init", "labels", "labeled/class", "runs", "pretraining run %", "subset draw %",
+                 "training seed %", "split %", "rest %", "std (points)"]
 PAIRED_HEAD = ["protocol", "labels", "labeled/class", "pairs", "pretrained %", "random %",
                "Δ %", "95% CI of Δ", "ratio"]
 
