@@ -3,6 +3,7 @@ a user's subset list beside the draws, the test list read only for the final eva
 protocol card every result carries."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -145,9 +146,10 @@ def test_hmdb51_end_to_end(tiny):
     assert min(train.groups) >= 0 and not set(train.groups) & set(test.groups)
 
 
-def test_the_checkpoint_trajectory_picks_a_snapshot_on_validation(tiny, tmp_path, monkeypatch):
-    """--trajectory: every snapshot probed on the training list's validation folds, the best one
-    becomes the sweep's checkpoint, the report draws it; the test list is not read meanwhile."""
+def test_the_checkpoint_trajectory_chooses_per_subset_on_validation(tiny, tmp_path, monkeypatch):
+    """--trajectory: every "selected" cell probes every snapshot on validation folds of its own
+    labeled subset and runs from the best; the choice is the same when the test labels are
+    shuffled (the test list plays no part in it), and "pretrained" stays the last snapshot."""
     import torch
 
     from pretrain.export import load_export
@@ -155,6 +157,7 @@ def test_the_checkpoint_trajectory_picks_a_snapshot_on_validation(tiny, tmp_path
     from pretrain.trainer import Trainer
     from transfer.sweeps import trajectory as trajectory_mod
     from videodata.clips import ArrayClips
+    from videodata.labeled import LabeledData
 
     cfg = PretrainConfig(experiment_name="traj", output_root=str(tmp_path / "pretrain"))
     cfg.model.width, cfg.model.frames, cfg.model.size = 2, 16, 16
@@ -165,38 +168,58 @@ def test_the_checkpoint_trajectory_picks_a_snapshot_on_validation(tiny, tmp_path
     assert [p.name for p in trajectory_mod.snapshots(export)] == [
         "discriminator_00000001.pt", "discriminator_00000002.pt", "discriminator_00000003.pt", "discriminator.pt"]
 
-    reads = []
-    real = trajectory_mod.probe_trajectory
-
-    def watched(*args, **kwargs):
-        result = real(*args, **kwargs)
-        reads.append("trajectory done")
-        return result
-
-    monkeypatch.setattr("transfer.sweeps.plan.probe_trajectory", watched)
     from threadpoolctl import threadpool_info, threadpool_limits
 
     fit_blas_threads = set()
-    real_scores = trajectory_mod._validation_scores
-    monkeypatch.setattr(trajectory_mod, "_validation_scores", lambda *a, **k: fit_blas_threads.update(
+    real_scores = trajectory_mod.validation_scores
+    monkeypatch.setattr(trajectory_mod, "validation_scores", lambda *a, **k: fit_blas_threads.update(
         p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas") or real_scores(*a, **k))
-    spec = tiny_sweep_spec(tiny["root"], export, "trajectory", protocols=("linear",), fractions=(1.0,), seeds=(0,),
-                           inits=("pretrained",), trajectory=True, threads=1)
-    with threadpool_limits(2, user_api="blas"):  # the sweep's own process, as under OMP_NUM_THREADS=2
-        summary = run_sweep(spec)
+
+    def sweep(out: str):
+        spec = tiny_sweep_spec(tiny["root"], export, out, protocols=("linear", "knn"), fractions=(1.0,),
+                               seeds=(0,), subset_seeds=(0, 1), inits=("pretrained",), trajectory=True, threads=1)
+        with threadpool_limits(2, user_api="blas"):  # the sweep's own process, as under OMP_NUM_THREADS=2
+            return run_sweep(spec)
+
+    summary = sweep("trajectory")
     assert fit_blas_threads == {1}  # the trajectory's fits run at --threads, like a probe job's
     out = Path(summary["out_dir"])
-    result = json.loads((out / "trajectory.json").read_text())
-    assert [r["step"] for r in result["rows"]] == [1, 2, 3, 3] and reads == ["trajectory done"]
-    best = max(result["rows"], key=lambda r: (r["linear_val_acc"], r["step"]))
-    assert result["selected"] == best["path"]
-    plan = json.loads((out / "sweep.json").read_text())
-    assert plan["checkpoint"] == best["path"] and plan["checkpoint_sha256"] == load_export(best["path"]).sha256
-    assert (out / "report" / "trajectory.png").stat().st_size > 0
-    assert "## Checkpoint trajectory" in (out / "report.md").read_text()
-    # a rerun reuses the choice (no second probe of the same snapshots) and every cell is done
-    again = run_sweep(spec)
-    assert again["skipped"] == again["cells"] and reads == ["trajectory done"]
+    entries = {e["cell_id"]: e for e in Ledger(out / "ledger").entries()}
+    selected = {cid: e for cid, e in entries.items() if e["cell"]["init"] == "selected"}
+    assert len(selected) == 4 and all(e["status"] == "done" for e in entries.values())
+    for e in selected.values():
+        snap = e["result"]["snapshot"]
+        assert [r["step"] for r in snap["rows"]] == [1, 2, 3, 3]
+        criterion = "knn_val_acc" if e["cell"]["protocol"] == "knn" else "linear_val_acc"
+        best = max(snap["rows"], key=lambda r: (r[criterion], r["step"]))
+        assert snap["path"] == best["path"] and e["result"]["checkpoint_sha256"] == load_export(best["path"]).sha256
+        assert e["result"]["protocol"]["snapshot"].startswith(f"step {best['step']}")
+    for e in entries.values():
+        if e["cell"]["init"] == "pretrained":
+            assert e["result"]["checkpoint_sha256"] == load_export(export).sha256  # the last snapshot
+    md = (out / "report.md").read_text()
+    assert "## Checkpoint trajectory" in md and (out / "report" / "trajectory.png").stat().st_size > 0
+    again = run_sweep(tiny_sweep_spec(tiny["root"], export, "trajectory", protocols=("linear", "knn"), fractions=(1.0,),
+                                      seeds=(0,), subset_seeds=(0, 1), inits=("pretrained",), trajectory=True,
+                                      threads=1))
+    assert again["skipped"] == again["cells"]
+
+    # the same sweep with the test list's labels shuffled: the same choices, other test numbers
+    real_split = LabeledData.split
+
+    def shuffled(self, split, subset):
+        records = real_split(self, split, subset)
+        if subset != "test":
+            return records
+        labels = [r.label for r in records][::-1]
+        return [dataclasses.replace(r, label=label) for r, label in zip(records, labels)]
+
+    monkeypatch.setattr(LabeledData, "split", shuffled)
+    other = Path(sweep("trajectory-shuffled")["out_dir"])
+    again = {e["cell_id"]: e for e in Ledger(other / "ledger").entries() if e["cell"]["init"] == "selected"}
+    key = lambda e: (e["cell"]["protocol"], e["cell"]["subset_seed"])  # noqa: E731
+    assert ({key(e): e["result"]["snapshot"]["step"] for e in again.values()}
+            == {key(e): e["result"]["snapshot"]["step"] for e in selected.values()})
 
 
 def test_a_stabilised_sweep_keeps_every_video_and_counts_the_unstabilisable(tiny):
@@ -221,3 +244,43 @@ def test_a_stabilised_sweep_keeps_every_video_and_counts_the_unstabilisable(tiny
     card = entry["result"]["protocol"]["stabilised"]
     assert card == f"yes; {len(report['unstabilised'])} of {report['cached']} videos could not be and were kept as decoded"
     assert report["failed"] == [] and len(report["unstabilised"]) < report["cached"]  # most were stabilised
+
+
+def test_validate_mode_never_reads_a_test_list(tiny, monkeypatch):
+    """--validate scores cells on a group-disjoint part held out of the training list; asking the
+    data for a test list at any point fails the sweep."""
+    from videodata.labeled import LabeledData
+
+    real = LabeledData.split
+
+    def no_test_lists(self, split, subset):
+        assert subset != "test", "a --validate sweep read a test list"
+        return real(self, split, subset)
+
+    monkeypatch.setattr(LabeledData, "split", no_test_lists)
+    spec = spec_for(tiny, "validate", fractions=(1.0,), seeds=(0,), validate=True)
+    summary = run_sweep(spec)
+    assert summary["status"]["done"] == 2 and summary["out_dir"].endswith("validate")
+    out = Path(summary["out_dir"])
+    fit, held = (read_manifest(out / "manifests" / f"split1_{name}.txt") for name in ("train", "val"))
+    assert fit.relpaths and held.relpaths and not set(fit.groups) & set(held.groups)
+    full = real(LabeledData("ucf101", Path(spec.root) / "UCF-101", Path(spec.root) / "ucfTrainTestlist", ""), 1, "train")
+    assert sorted(fit.relpaths + held.relpaths) == sorted(r.relpath for r in full)
+    for e in Ledger(out / "ledger").entries():
+        assert e["cell"]["test_list"] == "manifests/split1_val.txt"
+    assert "development mode (`--validate`)" in (out / "report.md").read_text()
+
+
+def test_validation_split_holds_out_whole_groups():
+    from types import SimpleNamespace
+
+    from transfer.subsets import validation_split
+
+    records = [SimpleNamespace(relpath=f"c{c}/g{g}_{k}", label=c, group=g) for c in range(3) for g in range(8)
+               for k in range(2)]
+    fit, held = validation_split(records, seed=1)
+    assert {r.group for r in held} & {r.group for r in fit} == set()
+    assert len({r.group for r in held}) == 2  # a quarter of 8 groups
+    assert validation_split(records, seed=1) == (fit, held) and validation_split(records, seed=2) != (fit, held)
+    with pytest.raises(ValueError, match="no group-disjoint validation part"):
+        validation_split([SimpleNamespace(relpath="a", label=0, group=3)])

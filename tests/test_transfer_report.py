@@ -385,3 +385,33 @@ def test_variance_components_with_pretraining_runs():
     [row] = variance_components(one_draw_each)
     assert row["separable"] and row["pretraining_var"] == pytest.approx(np.var(p, ddof=1))
     assert math.isnan(row["seed_var"])
+
+
+def test_label_efficiency_bootstrap_resamples_pretraining_runs():
+    from transfer.report.stats import bootstrap_label_efficiency, label_efficiency
+
+    def rows_for(offsets):
+        out = []
+        for r, offset in enumerate(offsets):
+            for rule, k, pre, rnd in (("k1", 1.0, 0.30, 0.10), ("k10", 10.0, 0.80, 0.60)):
+                for init, acc in (("pretrained", pre + offset), ("random", rnd)):
+                    out.append({"protocol": "linear", "init": init, "rule": rule, "replicate": r, "subset_seed": 0,
+                                "seed": 0, "split": 1, "per_class": k, "value": acc})
+        return out
+
+    rows = rows_for([-0.05, 0.0, 0.05])
+    boot = bootstrap_label_efficiency(rows, at=(1,), draws=400, seed=3)
+    table = aggregate([{"cell_id": str(i), "status": "done",
+                        "cell": {"protocol": r["protocol"], "init": r["init"], "split": 1, "seed": 0, "replicate": r["replicate"],
+                                 "rule_tag": r["rule"], "rule_value": 0.0},
+                        "result": {"video_acc": r["value"], "labeled_per_class": r["per_class"], "num_classes": 10}}
+                       for i, r in enumerate(rows)])
+    point = {(r["protocol"], r["init"]): r for r in label_efficiency(table, at=(1,))}
+    low, high = boot[("linear", "pretrained")]["area"]
+    assert low < point[("linear", "pretrained")]["area"] < high and high - low > 0.02
+    low, high = boot[("linear", "pretrained")]["random_labels_at_1"]
+    assert low < point[("linear", "pretrained")]["random_labels_at_1"] < high
+    assert boot[("linear", "pretrained")]["unit"] == "pretraining runs" and boot[("linear", "random")]["units"] == 3
+    assert bootstrap_label_efficiency(rows, at=(1,), draws=400, seed=3) == boot  # seeded
+    same = bootstrap_label_efficiency(rows_for([0.0, 0.0, 0.0]), at=(1,), draws=50)
+    assert same[("linear", "pretrained")]["area"][0] == pytest.approx(same[("linear", "pretrained")]["area"][1])

@@ -12,6 +12,10 @@ line per selected video, in selection order (the group, UCF101's gXX or HMDB51's
 what keeps a validation part disjoint from the rest). Its SHA-256 is the subset's identity: it is
 recorded in every result and is part of each cell's resume key.
 
+`validation_split` carves a development split from a training list for `transfer/sweep.py
+--validate`: a seeded quarter of its group ids held out whole, as the official splits hold out
+whole groups, so recipes can be chosen without a test list.
+
 Besides the seeded draws, a subset can be a list the user gives (`listed_subset`), e.g. the
 published VideoSSL 5/10/20/50% lists of UCF101 split 1: it runs as a named subset beside them.
 """
@@ -110,6 +114,29 @@ def nested_subset(records: Sequence[Labeled], rule: SubsetRule, seed: int) -> li
     for label, members in class_permutation(records, seed).items():
         chosen.extend(members[: rule.count(len(members))])
     return chosen
+
+
+VALIDATION_FRACTION = 0.25
+
+
+def validation_split(records: Sequence[Labeled], seed: int = 0,
+                     fraction: float = VALIDATION_FRACTION) -> tuple[list[Labeled], list[Labeled]]:
+    """(fit, held): a seeded `fraction` of the training list's distinct groups (UCF101's gXX are
+    shared by every class, HMDB51's source movies likewise) held out whole; a video without a
+    group is its own. Both keep the list's order."""
+    keys = [group_of(r) if group_of(r) >= 0 else f"video:{r.relpath}" for r in records]
+    distinct = sorted(set(keys), key=str)
+    if len(distinct) < 2:
+        raise ValueError(f"{len(distinct)} group(s) in the training list: no group-disjoint validation part")
+    rng = random.Random(f"validation:{seed}")
+    held_keys = set(rng.sample(distinct, max(1, round(fraction * len(distinct)))))
+    fit = [r for r, k in zip(records, keys) if k not in held_keys]
+    held = [r for r, k in zip(records, keys) if k in held_keys]
+    missing = sorted({int(r.label) for r in records} - {int(r.label) for r in fit})
+    if missing:
+        raise ValueError(f"holding out groups {sorted(map(str, held_keys))} leaves classes {missing} without "
+                         f"training videos")
+    return fit, held
 
 
 def listed_subset(records: Sequence[Labeled], relpaths: Sequence[str], source: str) -> list[Labeled]:

@@ -52,7 +52,11 @@ def parse_args(argv: Sequence[str] | None = None):
     p.add_argument("--on-leak", default="error", choices=("error", "warn"),
                    help="when the checkpoint's pretraining videos overlap a test list (the leakage audit)")
     p.add_argument("--trajectory", action="store_true",
-                   help="probe every snapshot of the checkpoint's pretraining run on validation and use the best")
+                   help="add 'selected' cells: each probes every snapshot of its pretraining run on its own labeled "
+                        "subset's validation folds and runs from the best ('pretrained' stays the last snapshot)")
+    p.add_argument("--validate", action="store_true",
+                   help="development mode: score every cell on a group-disjoint quarter held out of each training "
+                        "list (subsets drawn from the rest); no test list is read. Choose recipes here")
     p.add_argument("--recipe", default="demo", help=f"transfer/conf/recipe/<name>.yaml ({', '.join(known_recipes())}) or a path")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (the recipe's runtime.device)")
     p.add_argument("--executor", default="local", choices=("local", "slurm", "debug"))
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = tuple(args.overrides) + ((f"runtime.device={args.device}",) if args.device else ())
     spec = SweepSpec(fractions=args.fractions, per_class=args.per_class, seeds=args.seeds,
                      subset_seeds=args.subset_seeds, subset_lists=tuple(args.subset_list), splits=args.splits,
-                     on_leak=args.on_leak, trajectory=args.trajectory,
+                     on_leak=args.on_leak, trajectory=args.trajectory, validate=args.validate,
                      inits=args.inits, protocols=args.protocols, checkpoint=args.checkpoint, data=args.data,
                      root=args.root, recipe=args.recipe, overrides=overrides, out=args.out,
                      output_root=args.output_root, executor=args.executor, cluster=args.cluster,

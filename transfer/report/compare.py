@@ -38,7 +38,8 @@ from runkit.atomic import atomic_write_text
 from transfer.report.document import files, h, img, p, render_markdown, table
 from transfer.report.figures import (FIG_WIDTH_IN, accuracy_axes, draw_accuracy, draw_gain, pyplot, save_figure,
                                      style_axes)
-from transfer.report.stats import (METRICS, ReportError, aggregate, current_entries, label_efficiency,
+from transfer.report.stats import (METRICS, ReportError, aggregate, bootstrap_label_efficiency, current_entries,
+                                   label_efficiency, result_rows,
                                    paired_differences, run_values)
 from transfer.report.tables import PAIRED_HEAD, RESULTS_HEAD, paired_cells, results_cells, to_csv, to_latex
 
@@ -69,6 +70,7 @@ class ComparedSweep:
     paired: list[dict]      # paired_differences(...)
     done: int
     runs: dict = None       # run_values(...): every run's value, the dots beside the means
+    rows: list = None       # result_rows(...): every run, for the label-efficiency bootstrap
 
     @property
     def spec(self) -> dict:
@@ -91,7 +93,8 @@ class ComparedSweep:
         """SHA-256 over the sweep's test-list manifests: equal only when both test on the same videos."""
         digest = hashlib.sha256()
         for split in self.splits():
-            path = self.folder / "manifests" / f"split{split}_test.txt"
+            name = f"split{split}_val.txt" if self.plan.get("validate") else f"split{split}_test.txt"
+            path = self.folder / "manifests" / name
             digest.update(path.read_bytes() if path.is_file() else b"missing")
         return digest.hexdigest()
 
@@ -129,7 +132,8 @@ def load_sweep(folder: str | Path, label: str, metric: str = "video_acc") -> Com
         table_rows, paired = aggregate(entries, metric), paired_differences(entries, metric)
     except KeyError as exc:
         raise CompareError(f"sweep {folder} ({label}): {exc.args[0]}") from exc
-    return ComparedSweep(label, folder, plan, table_rows, paired, done, run_values(entries, metric))
+    return ComparedSweep(label, folder, plan, table_rows, paired, done, run_values(entries, metric),
+                         result_rows(entries, metric))
 
 
 def resolve_labels(folders: Sequence[str | Path], labels: Sequence[str] | None) -> list[str]:
@@ -301,28 +305,44 @@ def efficiency_rows(sweeps: Sequence[ComparedSweep]) -> list[dict]:
                   for s in sweeps for init in {r["init"] for r in s.table if r["protocol"] == protocol}]
         curves = [c for c in curves if c]
         spans[protocol] = (max(c[0] for c in curves), min(c[-1] for c in curves))
-    rows = [{"sweep": s.label, **row} for s in sweeps for row in label_efficiency(s.table, EFFICIENCY_AT, span=spans)]
+    rows = []
+    for s in sweeps:
+        intervals = bootstrap_label_efficiency(s.rows or [], EFFICIENCY_AT, span=spans)
+        for row in label_efficiency(s.table, EFFICIENCY_AT, span=spans):
+            boot = intervals.get((row["protocol"], row["init"]), {})
+            flat = {f"{name}_ci_{side}": value[i] for name, value in boot.items() if isinstance(value, tuple)
+                    for i, side in enumerate(("low", "high"))}
+            rows.append({"sweep": s.label, **row, **flat,
+                         "bootstrap_units": f"{boot['units']} {boot['unit']}" if boot else ""})
     order = {s.label: i for i, s in enumerate(sweeps)}
     return sorted(rows, key=lambda r: (r["protocol"], r["init"] == "random", order[r["sweep"]], r["init"]))
 
 
-def _percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
-def _labels(value, qualifier: str) -> str:
+def _percent(value, interval=None) -> str:
     if value is None:
         return "n/a"
-    return {"<=": f"≤ {value:.3g}", ">": f"> {value:.3g} (never, in range)"}.get(qualifier, f"{value:.3g}")
+    return f"{100 * value:.1f}" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
+
+
+def _labels(value, qualifier: str, interval=None) -> str:
+    if value is None:
+        return "n/a"
+    text = {"<=": f"≤ {value:.3g}", ">": f"> {value:.3g} (never, in range)"}.get(qualifier, f"{value:.3g}")
+    return text + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
 
 
 def efficiency_cells(row: dict) -> list[str]:
+    boot = {name: (row[f"{name}_ci_low"], row[f"{name}_ci_high"])
+            for name in ("area", *(f"{kind}_at_{k:g}" for kind in ("accuracy", "random_labels") for k in EFFICIENCY_AT))
+            if f"{name}_ci_low" in row}
     equivalents = ["(the floor)" if row["init"] == "random" else
-                   _labels(row[f"random_labels_at_{k:g}"], row[f"random_labels_at_{k:g}_qualifier"])
+                   _labels(row[f"random_labels_at_{k:g}"], row[f"random_labels_at_{k:g}_qualifier"],
+                           boot.get(f"random_labels_at_{k:g}"))
                    for k in EFFICIENCY_AT]
-    return [row["protocol"], row["sweep"], row["init"], _percent(row["area"]),
+    return [row["protocol"], row["sweep"], row["init"], _percent(row["area"], boot.get("area")),
             f"{row['span_low']:.3g}–{row['span_high']:.3g}",
-            *(_percent(row[f"accuracy_at_{k:g}"]) for k in EFFICIENCY_AT), *equivalents]
+            *(_percent(row[f"accuracy_at_{k:g}"], boot.get(f"accuracy_at_{k:g}")) for k in EFFICIENCY_AT),
+            *equivalents]
 
 
 def _sweeps_table(sweeps: Sequence[ComparedSweep], out: Path) -> list[list[str]]:
@@ -414,7 +434,11 @@ def compare_sweeps(folders: Sequence[str | Path], out: str | Path, labels: Seque
                  f"at {' and '.join(str(k) for k in EFFICIENCY_AT)} per class, and how many labeled videos per "
                  "class the same sweep's random init needs to reach that value: log-linear between measured "
                  "points, never extrapolated (≤: random init already matches it at its fewest labels; >: not "
-                 "within the measured range). Random init is the floor every method is read against."),
+                 "within the measured range). Random init is the floor every method is read against. In "
+                 "brackets, 95% percentile intervals of a cluster bootstrap (1,000 draws) that resamples each "
+                 "sweep's outermost sampled factor (its pretraining runs when it has several, else its subset "
+                 "draws) with every run of a drawn unit; a draw in which random init never reaches the value "
+                 "counts at the range's end, so such an interval's top is a floor."),
                table(EFFICIENCY_HEAD, [efficiency_cells(r) for r in efficiency])]
     missing = [s.label for s in sweeps if not s.paired]
     if missing:

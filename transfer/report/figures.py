@@ -116,3 +116,35 @@ def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
         ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
     return save_figure(fig, out, "relative_gain")
+
+
+def trajectory_figure(choices: Sequence[dict], health: Sequence[dict], panels: Sequence, out: Path) -> list[Path]:
+    """Validation accuracy against pretraining step of every selected cell (one thin line each,
+    its chosen step a dot), above the pretraining run's first health panel (`panels`: the
+    method's HEALTH, `health`: metrics.csv rows)."""
+    fig, axes = pyplot().subplots(2 if health and panels else 1, 1, figsize=(4.5, 5.0 if health else 2.6),
+                                  sharex=True, squeeze=False)
+    top = axes[0][0]
+    for choice in choices:
+        criterion = choice["criterion"]
+        steps = [r["step"] for r in choice["rows"]]
+        top.plot(steps, [100 * r[criterion] for r in choice["rows"]], linewidth=0.6, alpha=0.6, color="C0")
+        top.plot([choice["step"]], [100 * max(r[criterion] for r in choice["rows"])], "o", markersize=3,
+                 color="C3")
+    top.set_ylabel("validation acc. (%)")
+    top.set_title("one line per selected cell; dot: its chosen snapshot", fontsize=7)
+    top.grid(alpha=0.3, linewidth=0.5)
+    if len(axes) > 1:
+        bottom = axes[1][0]
+        x = [r["step"] for r in health]
+        for key, label in panels[0][1]:
+            if any(key in r for r in health):
+                bottom.plot(x, [r.get(key, float("nan")) for r in health], linewidth=0.8, label=label)
+        bottom.set_ylabel(panels[0][0])
+        bottom.legend(fontsize=6, frameon=False)
+        bottom.grid(alpha=0.3, linewidth=0.5)
+        bottom.set_xlabel("pretraining step")
+    else:
+        top.set_xlabel("pretraining step")
+    fig.tight_layout()
+    return save_figure(fig, out, "trajectory")

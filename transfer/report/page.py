@@ -25,7 +25,7 @@ from typing import Sequence
 
 import yaml
 
-from pretrain.export import load_export
+from pretrain.export import ExportError, load_export
 from pretrain.methods import METHODS
 from pretrain.samples import plot_health
 from runkit.atomic import atomic_write_bytes, atomic_write_text
@@ -33,6 +33,7 @@ from runkit.hashing import file_sha256
 from runkit.machine import describe_machine
 from transfer.ledger import Ledger
 from transfer.report.document import Block, code, files, h, img, p, render_html, render_markdown, table, ul
+from transfer.report.figures import trajectory_figure
 from transfer.report.stats import ReportError, aggregate, current_entries, paired_differences, variance_components
 from transfer.report.tables import PAIRED_HEAD, VARIANCE_HEAD, count, paired_cells, pct, variance_cells
 from transfer.subsets import SubsetRule
@@ -139,7 +140,9 @@ def _headline(sweep_dir: Path, plan: dict, entries: list[dict], env: dict, now: 
     compute = sum(float(e["run"].get("elapsed_s", 0.0)) for e in done if isinstance(e.get("run"), dict))
     items = [
         f"dataset: {data}" + (f", {classes[0]} classes" if len(classes) == 1 else ""),
-        f"splits: {', '.join(splits)}",
+        f"splits: {', '.join(splits)}" + ("; **development mode (`--validate`)**: every cell is scored on a "
+                                           "group-disjoint quarter held out of its split's training list "
+                                           "(`split<N>_val.txt`); no test list was read" if plan.get("validate") else ""),
         f"seeds: {', '.join(str(s) for s in spec.get('seeds', ()))}",
         ("labeled videos per class: " if spec.get("per_class") else "label fractions (per class): ")
         + ", ".join(labels),
@@ -306,21 +309,40 @@ def _protocol(entries: list[dict], plan: dict) -> list[Block]:
     return blocks + [ul(items)]
 
 
-def _trajectory(sweep_dir: Path) -> list[Block]:
-    """The checkpoint trajectory, when the sweep chose its checkpoint by one (--trajectory)."""
-    path = sweep_dir / "trajectory.json"
-    if not path.is_file():
+def _health_rows(run_dir: Path) -> tuple[list[dict], tuple]:
+    """The run's metrics.csv rows and its method's health panels ([] and () when unreadable)."""
+    try:
+        rows = _read_metrics(run_dir / "metrics.csv")
+        method = METHODS.get(load_export(run_dir / "discriminator.pt").method)
+    except (OSError, ValueError, KeyError, ExportError):
+        return [], ()
+    return rows, (method.HEALTH if method else ())
+
+
+def _trajectory(sweep_dir: Path, entries: list[dict]) -> list[Block]:
+    """The snapshots the "selected" cells (--trajectory) chose, each on its own subset's validation."""
+    chosen = [e for e in entries if e["status"] == "done" and "snapshot" in e["result"]]
+    if not chosen:
         return []
-    result = json.loads(path.read_text())
     blocks = [h("Checkpoint trajectory"),
-              p(f"Every snapshot of the pretraining run `{result['run']}` probed on validation parts of the first "
-                f"split's training list (never the test list): {result['criterion']}. Selected: step "
-                f"{result['selected_step']} (`{result['selected']}`); every cell above uses it.")]
-    if (sweep_dir / ASSETS / "trajectory.png").is_file():
+              p("Each `selected` cell probed every snapshot of its pretraining run on group-disjoint validation "
+                "folds of its own labeled subset (frozen features; a linear probe at the C grid's middle value, "
+                "a k-NN at the first k for k-NN cells), never the test list, and ran from the best one (ties: "
+                "the later step); `pretrained` is the last snapshot and random init the floor for both. "
+                "A subset without a group-disjoint validation part keeps the last snapshot.")]
+    curves = [e["result"]["snapshot"] for e in chosen if e["result"]["snapshot"]["rows"]]
+    run_dir = Path(chosen[0]["result"]["snapshot"]["path"]).parent
+    run_dir = run_dir.parent if run_dir.name == "snapshots" else run_dir
+    if curves:
+        health, panels = _health_rows(run_dir)
+        trajectory_figure(curves, health, panels, sweep_dir / ASSETS)
         blocks.append(img(f"{ASSETS}/trajectory.png", "validation accuracy against pretraining step"))
-    rows = [[str(r["step"]), pct(r["linear_val_acc"]), pct(r["knn_val_acc"]), str(r["folds"]), r["sha256"][:12]]
-            for r in result["rows"]]
-    return blocks + [table(["step", "linear probe val %", "k-NN val %", "folds", "sha256"], rows)]
+    rows = []
+    for e in sorted(chosen, key=lambda e: e["cell_id"]):
+        snap = e["result"]["snapshot"]
+        best = max((r[snap["criterion"]] for r in snap["rows"]), default=None) if snap["criterion"] else None
+        rows.append([e["cell_id"], str(snap["step"]), pct(best) if best is not None else "—", snap["reason"]])
+    return blocks + [table(["cell", "chosen step", "validation %", "how"], rows)]
 
 
 def _audit(sweep_dir: Path, plan: dict) -> list[Block]:
@@ -438,7 +460,7 @@ def _manifests(sweep_dir: Path, plan: dict, entries: list[dict]) -> list[Block]:
             recorded.setdefault(cell["manifest"], set()).add(cell["manifest_sha256"])
     names = []
     for split in spec.get("splits", ()):
-        names += [f"split{split}_train.txt", f"split{split}_test.txt"]
+        names += [f"split{split}_train.txt", f"split{split}_{'val' if plan.get('validate') else 'test'}.txt"]
         # the file names transfer.subsets.write_manifest gives a (split, rule, seed) subset
         names += [f"split{split}_{rule.tag}_seed{seed}.txt" for rule in _rules(spec) for seed in spec.get("seeds", ())]
     rows = []
@@ -504,7 +526,7 @@ def build_page(sweep_dir: str | Path, metric: str = "video_acc", *, env: dict | 
             + _results(sweep_dir, entries, metric)
             + _protocol(entries, plan)
             + _audit(sweep_dir, plan)
-            + _trajectory(sweep_dir)
+            + _trajectory(sweep_dir, entries)
             + _pretraining(sweep_dir, plan)
             + _ledger(sweep_dir, plan, entries)
             + _manifests(sweep_dir, plan, entries)

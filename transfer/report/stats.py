@@ -274,6 +274,59 @@ def label_efficiency(table: Sequence[dict], at: Sequence[float] = (1, 7), baseli
     return out
 
 
+def _resampling_unit(rows: Sequence[dict]) -> str:
+    """The outermost sampled factor of a sweep's runs: what a cluster bootstrap resamples."""
+    for factor in ("replicate", "subset_seed", "seed"):
+        if len({r[factor] for r in rows}) > 1:
+            return factor
+    return "seed"
+
+
+def bootstrap_label_efficiency(rows: Sequence[dict], at: Sequence[float] = (1, 7), baseline: str = "random",
+                               span: dict[str, tuple[float, float]] | None = None, draws: int = 1000,
+                               seed: int = 0, confidence: float = 0.95) -> dict[tuple[str, str], dict]:
+    """Percentile intervals of `label_efficiency`'s numbers by a cluster bootstrap: the sweep's
+    outermost sampled factor (pretraining runs when there are several, else subset draws, else
+    seeds) is resampled with replacement, every run of a drawn unit comes along (so a label
+    count's rows, both inits and every protocol stay paired), the curves are averaged again and
+    the summaries recomputed. Returns {(protocol, init): {field: (low, high), "unit": ..., "draws": n}}
+    for the fields area, accuracy_at_K and <baseline>_labels_at_K (a draw whose baseline never
+    reaches the accuracy in range counts at the range's end)."""
+    if not rows:
+        return {}
+    unit = _resampling_unit(rows)
+    by_unit: dict = defaultdict(list)
+    for r in rows:
+        by_unit[r[unit]].append(r)
+    units = sorted(by_unit, key=str)
+    rng = np.random.default_rng(seed)
+    fields = ["area", *(f"accuracy_at_{k:g}" for k in at), *(f"{baseline}_labels_at_{k:g}" for k in at)]
+    samples: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for _ in range(draws):
+        drawn = [r for i in rng.integers(0, len(units), len(units)) for r in by_unit[units[i]]]
+        means: dict[tuple, list[float]] = defaultdict(list)
+        per_class: dict[tuple, list[float]] = defaultdict(list)
+        for r in drawn:
+            means[(r["protocol"], r["init"], r["rule"])].append(r["value"])
+            per_class[(r["protocol"], r["init"], r["rule"])].append(r["per_class"])
+        table = [{"protocol": p, "init": i, "rule": rule, "labeled_per_class": float(np.mean(per_class[(p, i, rule)])),
+                  "mean": float(np.mean(v))} for (p, i, rule), v in means.items()]
+        for row in label_efficiency(table, at, baseline, span):
+            for name in fields:
+                if row.get(name) is not None:
+                    samples[(row["protocol"], row["init"])][name].append(float(row[name]))
+    tail = 100 * (1 - confidence) / 2
+    out = {}
+    for key, values in samples.items():
+        out[key] = {name: tuple(float(q) for q in np.percentile(v, [tail, 100 - tail]))
+                    for name, v in values.items() if len(v) == draws}
+        out[key].update(unit=NAMES_OF_UNITS[unit], units=len(units), draws=draws)
+    return out
+
+
+NAMES_OF_UNITS = {"replicate": "pretraining runs", "subset_seed": "subset draws", "seed": "seeds (their draws)"}
+
+
 def current_entries(sweep_dir: Path) -> list[dict]:
     """The ledger's entries for the cells of the sweep's latest plan (`sweep.json`). A changed
     recipe or checkpoint makes new cells; the old ones stay in the ledger but out of the tables."""

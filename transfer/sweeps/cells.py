@@ -22,6 +22,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from transfer.ledger import Ledger
 from transfer.probe import ProbeRecipe, fit_linear_probe
 from transfer.subsets import SubsetRule, read_manifest
 from transfer.sweeps.spec import FEATURE_PROTOCOLS, PROTOCOLS
+from transfer.sweeps.trajectory import choose_snapshot
 from videodata.cache import REPORT_NAME, ClipCache
 from videodata.clips import ClipDataset
 
@@ -115,6 +117,12 @@ class Cell:
                 f"-{self.key[:10]}")
 
     @property
+    def weights(self) -> str:
+        """The backbone's weights as transfer.classifier names them: a "selected" cell (--trajectory)
+        is pretrained weights, from the snapshot its job chooses on validation."""
+        return "pretrained" if self.init == "selected" else self.init
+
+    @property
     def training_seed(self) -> int:
         """The seed of the cell's randomness; random init's replicates draw their weights from it."""
         if self.init == "random" and self.replicate:
@@ -126,7 +134,7 @@ class Cell:
 
 
 def cell_key(ctx: SweepContext, protocol: str, init: str, split: int, rule: SubsetRule, subset_seed: int, seed: int,
-             manifest_sha256: str, test_sha256: str, replicate: int = 0) -> str:
+             manifest_sha256: str, test_sha256: str, replicate: int = 0, snapshots: Sequence[str] = ()) -> str:
     """Everything that changes a cell's result: a changed recipe or checkpoint makes a new cell.
     `ctx` is the cell's replicate's context (its checkpoint hash)."""
     r = ctx.recipe
@@ -138,6 +146,8 @@ def cell_key(ctx: SweepContext, protocol: str, init: str, split: int, rule: Subs
               "precision": r["runtime"]["precision"]}
     if replicate:  # replicate 0 hashes as before, so a one-checkpoint sweep keeps its finished cells
         fields["replicate"] = replicate
+    if snapshots:  # a selected cell chooses among these: a changed run makes a new cell
+        fields["snapshots"] = list(snapshots)
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -217,7 +227,7 @@ def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     policy = ctx.policy()
     seed = cell.training_seed
     seed_everything(seed)
-    model = policy.module(build_classifier(load_export(ctx.checkpoint), cell.init, len(ctx.class_names),
+    model = policy.module(build_classifier(load_export(ctx.checkpoint), cell.weights, len(ctx.class_names),
                                            recipe.dropout))
     train_cache = ClipCache.open(ctx.train_cache)
     dataset = ClipDataset(train_cache, ctx.frames, sampling=recipe.sampling, seed=seed,
@@ -264,7 +274,7 @@ def feature_set(ctx: SweepContext, init: str, split_list: str, replicate: int = 
 def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     recipe = ProbeRecipe(**ctx.recipe["probe"])
     train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
-    train_all, _ = feature_set(ctx, cell.init, f"manifests/split{cell.split}_train.txt", cell.replicate)
+    train_all, _ = feature_set(ctx, cell.weights, f"manifests/split{cell.split}_train.txt", cell.replicate)
     row_of = {r: i for i, r in enumerate(train_all.relpaths)}  # built once: a full split has ~9.5k rows
     rows = [row_of[r] for r in train.relpaths]
     features, labels, groups = train_all.features[rows], np.asarray(train.labels), np.asarray(train.groups)
@@ -275,10 +285,32 @@ def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
         fitted = fit_knn(features, labels, groups, len(ctx.class_names), recipe, cell.seed, ctx.policy().device)
     fit_s = time.perf_counter() - started
     test = _test_list(ctx, cell)  # the final evaluation, after every choice was made
-    test_all, _ = feature_set(ctx, cell.init, cell.test_list, cell.replicate)
+    test_all, _ = feature_set(ctx, cell.weights, cell.test_list, cell.replicate)
     result = _metrics_result(ctx, cell, fitted.predict_proba(test_all.features), test.labels, labels,
                              {"probe": fitted.info}, fitted.info["selection"])
     return result, {"fit_s": fit_s, "device": ctx.policy().describe()}
+
+
+def _select_snapshot(ctx: SweepContext, cell: Cell) -> dict:
+    """The snapshot of the cell's pretraining run that scores best on validation folds of the
+    cell's own labeled subset (transfer.sweeps.trajectory); no test list is read."""
+    train = _load_manifest(ctx, cell.manifest, cell.manifest_sha256)
+    train_list = f"manifests/split{cell.split}_train.txt"
+    rows: list[int] = []
+
+    def features_of(path: Path):
+        export = load_export(path)
+        snapshot = replace(ctx, checkpoint=str(path), checkpoint_sha256=export.sha256)
+        full, _ = feature_set(snapshot, "pretrained", train_list, cell.replicate)
+        if not rows:
+            row_of = {r: i for i, r in enumerate(full.relpaths)}
+            rows.extend(row_of[r] for r in train.relpaths)
+        return full.features[rows], export.sha256, export.step
+
+    return choose_snapshot(Path(ctx.checkpoint), features_of, np.asarray(train.labels), np.asarray(train.groups),
+                           ProbeRecipe(**ctx.recipe["probe"]), len(ctx.class_names),
+                           seed=max(cell.subset_seed, 0),
+                           criterion="knn_val_acc" if cell.protocol == "knn" else "linear_val_acc")
 
 
 def run_cell(ctx: SweepContext, cell: Cell) -> dict:
@@ -291,12 +323,19 @@ def run_cell(ctx: SweepContext, cell: Cell) -> dict:
     ledger.mark_running(cell.cell_id, cell.as_dict())
     started = time.perf_counter()
     try:
+        choice = None
+        if cell.init == "selected":
+            choice = _select_snapshot(ctx, cell)
+            ctx = replace(ctx, checkpoint=choice["path"], checkpoint_sha256=choice["sha256"])
         if cell.protocol == "finetune":
             result, timing = _run_finetune(ctx, cell)
         elif cell.protocol in FEATURE_PROTOCOLS:
             result, timing = _run_probe(ctx, cell)
         else:
             raise ValueError(f"unknown protocol {cell.protocol!r}; expected one of {PROTOCOLS}")
+        if choice is not None:
+            result["snapshot"] = choice
+            result["protocol"]["snapshot"] = f"step {choice['step']}: {choice['reason']}"
     except Preempted:
         log.warning("cell %s preempted: its checkpoint is saved; it resumes on the next run", cell.cell_id)
         return {"cell_id": cell.cell_id, "status": "running", "preempted": True}

@@ -55,7 +55,7 @@ def run_cells(ctx: SweepContext, cells: Sequence[Cell]) -> list[dict]:
         todo = [c for c in cells if not ledger.is_done(c.cell_id)]
         # the training lists' features first, once per init (the test lists' come with the first
         # final evaluation: nothing is read from a test list before a cell's choices are made)
-        for replicate, init, train_list in sorted({(c.replicate, c.init, f"manifests/split{c.split}_train.txt")
+        for replicate, init, train_list in sorted({(c.replicate, c.weights, f"manifests/split{c.split}_train.txt")
                                                    for c in todo if c.protocol in FEATURE_PROTOCOLS}):
             try:
                 feature_set(ctx.for_replicate(replicate), init, train_list, replicate)
@@ -221,7 +221,7 @@ def _run_here(plan: SweepPlan, jobs: list[list[Cell]], tally: _Tally, stop_after
 def run_sweep(spec: SweepSpec, *, stop_after_jobs: int | None = None, report: bool = True) -> dict[str, Any]:
     """Plan, build the caches, run every cell not yet done, write the report. Returns a summary."""
     started = time.perf_counter()
-    plan = build_caches(plan_sweep(spec, trajectory="run"), workers=spec.cache_workers)
+    plan = build_caches(plan_sweep(spec), workers=spec.cache_workers)
     ledger = plan.ctx.ledger
     todo = [c for c in plan.cells if not ledger.is_done(c.cell_id)]
     jobs = group_jobs(todo)

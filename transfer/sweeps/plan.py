@@ -25,11 +25,12 @@ from runkit.cli import one_line
 from runkit.device import DevicePolicy
 from runkit.paths import resolve_path
 from slurm.profiles import load_profile
-from transfer.subsets import SubsetRule, listed_subset, nested_subset, read_subset_list, write_manifest
+from transfer.subsets import (SubsetRule, listed_subset, nested_subset, read_subset_list, validation_split,
+                              write_manifest)
 from transfer.sweeps.cells import Cell, SweepContext, cell_key
 from transfer.sweeps.recipe import Recipe, load_recipe
 from transfer.sweeps.spec import SweepError, SweepSpec
-from transfer.sweeps.trajectory import probe_trajectory, snapshots
+from transfer.sweeps.trajectory import snapshot_hashes
 from videodata.audit import AuditResult, audit_pool, check
 from videodata.cache import ClipCache
 from videodata.errors import VideoDataError
@@ -99,6 +100,8 @@ def recipe_digest(recipe: Recipe) -> str:
 def default_out(spec: SweepSpec, checkpoint: Path, recipe: Recipe, runs: int = 1) -> Path:
     """`<data>-<pretrain run>[-<n>runs]-<recipe>`, plus a hash of the resolved recipe when overridden."""
     name = f"{spec.data}-{checkpoint.parent.name}{f'-{runs}runs' if runs > 1 else ''}-{Path(spec.recipe).stem}"
+    if spec.validate:
+        name += "-validate"
     if spec.overrides:
         name += "-" + recipe_digest(recipe)
     return spec.under_outputs("transfer") / name
@@ -119,12 +122,11 @@ def _capped(spec: SweepSpec, per_split: dict) -> None:
                              f"{largest} training videos; use at most {largest} (or --fractions 1 for all of them)")
 
 
-def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
+def plan_sweep(spec: SweepSpec) -> SweepPlan:
     """Resolve checkpoint and data, write manifests, enumerate cells (nothing is trained).
 
-    With `spec.trajectory`, the checkpoint is the snapshot of the run chosen on validation:
-    trajectory="run" probes the snapshots now (`run_sweep`), "reuse" takes an earlier run's
-    choice (`trajectory.json`) or, before there is one, plans with the final export."""
+    With `spec.trajectory`, every pretrained cell has a "selected" twin whose job chooses a
+    snapshot of its pretraining run on its own subset's validation folds (`trajectory`)."""
     spec.check()
     recipe = load_recipe(spec.recipe, spec.overrides)
     runtime = recipe.runtime
@@ -139,17 +141,21 @@ def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
         class_names = tuple(data.class_names())
         records, per_split = {}, {}
         for split in spec.splits:
-            train, test = data.split(split, "train"), data.split(split, "test")
+            train, test = _train_and_evaluation(spec, data, split)
             per_split[split] = (train, test)
             for record in (*train, *test):
                 records.setdefault(record.relpath, record)
     except VideoDataError as exc:
         raise SweepError(str(exc)) from None
     _capped(spec, per_split)
+    inits, snapshot_sets = tuple(spec.inits), [()] * len(runs)
     if spec.trajectory:
-        checkpoint = _trajectory_choice(spec, checkpoint, per_split, recipe, out, class_names, data.fingerprint, trajectory)
-        export = load_export(checkpoint)
-        runs = [(checkpoint, export)]
+        inits += ("selected",)
+        snapshot_sets = [snapshot_hashes(path) for path, _ in runs]
+        for path, hashes in zip((p for p, _ in runs), snapshot_sets):
+            if len(hashes) < 2:
+                raise SweepError(f"--trajectory: {path.parent} keeps no snapshots (pretrain with "
+                                 f"trainer.snapshot_every > 0; the CPU demos keep one every 50 steps)")
     tests = {split: test for split, (_, test) in per_split.items()}
     audits = []
     for path, run_export in runs:
@@ -172,7 +178,7 @@ def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
         write_manifest(manifests, train, split=split, seed=-1, rule=full_rule, dataset=spec.data,
                        name=f"split{split}_train")
         test_manifest = write_manifest(manifests, test, split=split, seed=-1, rule=full_rule,
-                                       dataset=spec.data, name=f"split{split}_test")
+                                       dataset=spec.data, name=spec.evaluation_list(split))
         subsets = [(rule, sub, seed, nested_subset(train, rule, sub), f"seeded draw {sub}")
                    for rule in spec.rules() for sub, seed in spec.seed_pairs()]
         for rule, names in listed:
@@ -187,9 +193,10 @@ def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
                                       name=name, source=source)
             for replicate in range(len(runs)):
                 for protocol in spec.protocols:
-                    for init in spec.inits:
+                    for init in inits:
                         key = cell_key(ctx.for_replicate(replicate), protocol, init, split, rule, sub, seed,
-                                       manifest.sha256, test_manifest.sha256, replicate)
+                                       manifest.sha256, test_manifest.sha256, replicate,
+                                       snapshot_sets[replicate] if init == "selected" else ())
                         cells.append(Cell(protocol, init, split, rule.tag, rule.value, sub, seed,
                                           f"manifests/{manifest.path.name}", manifest.sha256,
                                           f"manifests/{test_manifest.path.name}", key, replicate))
@@ -197,27 +204,23 @@ def plan_sweep(spec: SweepSpec, *, trajectory: str = "reuse") -> SweepPlan:
                                            "checkpoint": str(checkpoint), "checkpoint_sha256": export.sha256,
                                            "data_key": data_key, "crossed": spec.crossed,
                                            "audit": leakage.as_dict(), "trajectory": spec.trajectory,
+                                           "validate": spec.validate,
                                            "replicates": [{"checkpoint": str(path), "checkpoint_sha256": e.sha256,
                                                            "audit": a.as_dict()} for (path, e), a in zip(runs, audits)],
                                            "cells": [c.cell_id for c in cells]})
     return SweepPlan(spec, ctx, cells, list(records.values()), recipe)
 
 
-def _trajectory_choice(spec: SweepSpec, checkpoint: Path, per_split: dict, recipe: Recipe, out: Path,
-                       class_names: tuple, data_fingerprint: str, mode: str) -> Path:
-    saved = out / "trajectory.json"
-    if saved.is_file():
-        earlier = json.loads(saved.read_text())
-        same = [r["path"] for r in earlier["rows"]] == [str(p) for p in snapshots(checkpoint)]
-        if mode == "reuse" or (same and earlier["run"] == str(checkpoint.parent)):
-            return Path(earlier["selected"])  # the same snapshots: the same choice, not probed again
-    if mode == "reuse":
-        return checkpoint
-    first = sorted(per_split)[0]
-    result = probe_trajectory(checkpoint, per_split[first][0], recipe, cache_root=spec.cache_dir, out_dir=out,
-                              class_names=class_names, data_key=data_fingerprint, workers=spec.cache_workers,
-                              threads=spec.threads, show_progress=spec.show_progress)
-    return Path(result["selected"])
+def _train_and_evaluation(spec: SweepSpec, data: LabeledData, split: int) -> tuple[list, list]:
+    """A split's training list and the list its cells are scored on: the test list, or with
+    --validate a group-disjoint part held out of the training list (the test list is not read)."""
+    train = data.split(split, "train")
+    if not spec.validate:
+        return train, data.split(split, "test")
+    try:
+        return validation_split(train, seed=split)
+    except ValueError as exc:
+        raise SweepError(f"--validate, split {split}: {exc}") from None
 
 
 def audit_checkpoint(export: BackboneExport, data: LabeledData, tests: dict[int, list]) -> AuditResult:

@@ -48,6 +48,7 @@ class SweepSpec:
     synthetic: dict = field(default_factory=dict)   # SyntheticConfig overrides (tests)
     on_leak: str = "error"                          # the pretraining pool overlaps a test list: error | warn
     trajectory: bool = False                        # probe every snapshot of the checkpoint's run, pick by validation
+    validate: bool = False                          # development mode: test on a held-out part of each training list
 
     def under_outputs(self, name: str) -> Path:
         return resolve_path(self.output_root) / name
@@ -71,6 +72,11 @@ class SweepSpec:
         if self.subset_seeds:
             return [(sub, seed) for sub in self.subset_seeds for seed in self.seeds]
         return [(seed, seed) for seed in self.seeds]
+
+    def evaluation_list(self, split: int) -> str:
+        """The manifest name of the list a split's cells are scored on: its test list, or with
+        --validate the held-out part of its training list."""
+        return f"split{split}_val" if self.validate else f"split{split}_test"
 
     def checkpoints(self) -> list[str]:
         """The --checkpoint entries: several comma-separated exports are replicates of one method."""
@@ -136,8 +142,5 @@ class SweepSpec:
         given = self.checkpoints()
         if len(set(given)) != len(given):
             raise SweepError("--checkpoint: an export is given twice (each pretraining run once)")
-        if self.trajectory and len(given) > 1:
-            raise SweepError("--trajectory takes one checkpoint (its run's snapshots); got "
-                             f"{len(given)} pretraining runs")
         self.rules()  # validates every fraction / count
         self.listed()
