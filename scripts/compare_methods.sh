@@ -3,10 +3,11 @@
 # preset (VGAN with the paper's losses, VGAN improved, contrastive, playback speed; the same
 # backbone and size) three times (pretraining seeds 0, 1, 2: a method's point covers several
 # pretraining runs), run the demo transfer sweep over each method's three exports (fractions 0.01,
-# 0.1, 1; fine-tune and linear probe; pretrained and random init, one random weight draw per run;
-# seeds 0, 1, 2), then put the sweeps side by side with `python -m transfer.compare` (figure,
-# tables, label efficiency with bootstrap intervals).
+# 0.1, 1; linear and k-NN probes; pretrained and random init, one random weight draw per run;
+# subset draws with their seeds 0, 1, 2), then put the sweeps side by side with
+# `python -m transfer.compare` (figure, tables, label efficiency with bootstrap intervals).
 #   OUTPUTS=/elsewhere SEEDS=0,1,2,3,4 PRETRAIN_SEEDS=0,1,2,3,4 bash scripts/compare_methods.sh
+#   PROTOCOLS=finetune,linear,knn bash scripts/compare_methods.sh   # with fine-tuning (about 4x longer)
 # Pretraining runs every preset's full step count (TIME_LIMIT_MIN=0, not the demo's 4.5-minute
 # cap), so the numbers do not depend on how busy the machine is. Everything is reused on a rerun.
 set -euo pipefail
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 OUTPUTS=${OUTPUTS:-outputs}
 SEEDS=${SEEDS:-0,1,2}
 PRETRAIN_SEEDS=${PRETRAIN_SEEDS:-0,1,2}
+PROTOCOLS=${PROTOCOLS:-linear,knn}
 TIME_LIMIT_MIN=${TIME_LIMIT_MIN:-0}
 bash scripts/setup.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -30,7 +32,7 @@ for preset in cpu_demo improved contrastive_cpu_demo speed_cpu_demo; do
     "trainer.time_limit_min=$TIME_LIMIT_MIN" | tee "$log"
   exports=$(sed -n 's/^discriminator exported to \([^ ]*\) .*/\1/p' "$log" | paste -sd, -)
   echo "[methods] $preset: transfer sweep of $exports"
-  "$PY" transfer/sweep.py --fractions 0.01,0.1,1 --seeds "$SEEDS" --output-root "$OUTPUTS" \
+  "$PY" transfer/sweep.py --fractions 0.01,0.1,1 --seeds "$SEEDS" --protocols "$PROTOCOLS" --output-root "$OUTPUTS" \
     --max-parallel 2 --threads 1 --checkpoint "$exports" | tee "$log"
   sweeps+=("$(sed -n 's/^sweep folder: \([^ ]*\).*/\1/p' "$log")")
   labels+=("$preset")

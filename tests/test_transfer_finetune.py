@@ -188,3 +188,43 @@ def test_max_epochs_caps_the_iterations_of_a_small_subset():
     assert FinetuneRecipe(iterations=200).for_subset(10).iterations == 200  # off by default
     with pytest.raises(ValueError, match="max_epochs"):
         FinetuneRecipe(max_epochs=-1)
+
+
+def test_the_original_schedule_depends_on_the_list_size():
+    """main_ucf.lua: epochs of ceil(N/256) iterations until the counter passes 1000, checked at an
+    epoch's end, at most 100 epochs."""
+    recipe = FinetuneRecipe(budget="original")
+    assert [recipe.for_subset(n).iterations for n in (9537, 101, 954, 256, 257)] == [1026, 100, 400, 100, 200]
+    with pytest.raises(ValueError, match="finetune.budget"):
+        FinetuneRecipe(budget="epochs")
+
+
+def test_batches_with_replacement_are_seeded_per_step_and_resume():
+    from videodata.clips import ClipBatchSampler
+
+    sampler = ClipBatchSampler(5, 8, seed=3, steps=4, replacement=True)
+    batches = list(sampler)
+    assert all(len(b) == 8 for b in batches) and any(len({i for i, _ in b}) < 8 for b in batches)
+    assert [s for b in batches for _, s in b] == [s for s in range(4) for _ in range(8)]  # keyed by step
+    assert list(ClipBatchSampler(5, 8, seed=3, start_step=2, steps=4, replacement=True)) == batches[2:]
+    assert list(ClipBatchSampler(5, 8, seed=4, steps=4, replacement=True)) != batches
+
+
+def test_first_frame_skips_the_opening_frames():
+    class Frames:  # a cache of two videos whose pixel value is the frame index
+        labels = [0, 1]
+
+        def __len__(self):
+            return 2
+
+        def num_frames(self, i):
+            return (6, 2)[i]
+
+        def clip(self, i, n, start="first"):
+            begin = 0 if start == "first" else start
+            return np.stack([np.full((2, 2, 3), min(begin + t, self.num_frames(i) - 1), np.uint8) for t in range(n)])
+
+    skipped = ClipDataset(Frames(), 3, first_frame=2)
+    assert skipped[0][0][:, 0, 0, 0].tolist() == [2, 3, 4]
+    assert skipped[1][0][:, 0, 0, 0].tolist() == [1, 1, 1]  # a 2-frame video starts at its last frame
+    assert ClipDataset(Frames(), 3)[0][0][:, 0, 0, 0].tolist() == [0, 1, 2]

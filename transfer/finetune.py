@@ -45,6 +45,7 @@ from videodata.decode import to_model_input
 log = logging.getLogger(__name__)
 
 SAMPLINGS = ("first", "random")
+BUDGETS = ("iterations", "original")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 
@@ -54,6 +55,10 @@ class FinetuneRecipe:
     iterations: int = 1000
     max_epochs: float = 0.0         # > 0: at most this many passes over the labeled subset (fewer iterations
                                     # for small subsets, `for_subset`); 0 = always `iterations`
+    budget: str = "iterations"      # "original": main_ucf.lua's epochs of ceil(N / batch) iterations until
+                                    # more than `iterations` (checked at an epoch's end), at most 100 epochs
+    replacement: bool = False       # batches drawn with replacement (the original's loader) instead of epochs
+    first_frame: int = 0            # "first" sampling starts here (the original's loader skips 2 frames)
     batch_size: int = 256
     lr: float = 2e-4
     beta1: float = 0.5
@@ -77,6 +82,10 @@ class FinetuneRecipe:
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"finetune.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"finetune.budget must be one of {BUDGETS}, got {self.budget!r}")
+        if self.first_frame < 0:
+            raise ValueError(f"finetune.first_frame must be >= 0, got {self.first_frame}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"finetune.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -100,7 +109,13 @@ class FinetuneRecipe:
     def for_subset(self, videos: int) -> "FinetuneRecipe":
         """The recipe for a labeled subset of `videos` videos: with `max_epochs`, iterations capped
         at that many passes over it (a 10-video subset does not need 640 epochs to fit), the
-        warm-up shortened in proportion; unchanged otherwise."""
+        warm-up shortened in proportion. With budget "original", cvondrick/videogan's main_ucf.lua
+        schedule: `for epoch=1,100` of ceil(N / batch) iterations, stopping at the end of the first
+        epoch after which more than `iterations` were run (9,537 videos: 1,026 iterations; 101:
+        100; 954: 400)."""
+        if self.budget == "original":
+            per_epoch = math.ceil(videos / self.batch_size)
+            return replace(self, iterations=min(100, self.iterations // per_epoch + 1) * per_epoch)
         if self.max_epochs <= 0:
             return self
         cap = max(1, math.ceil(self.max_epochs * videos / self.batch_size))
@@ -212,7 +227,8 @@ def finetune(model: nn.Module, dataset: ClipDataset, recipe: FinetuneRecipe, *, 
             state["ema"] = ema.state_dict()
         manager.save(state, step)
 
-    sampler = ClipBatchSampler(len(dataset), recipe.batch_size, seed=seed, start_step=step, steps=recipe.iterations)
+    sampler = ClipBatchSampler(len(dataset), recipe.batch_size, seed=seed, start_step=step, steps=recipe.iterations,
+                               replacement=recipe.replacement)
     # its own generator: the loader must not draw from the global RNG (it is in the checkpoint)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=loader_workers, collate_fn=collate_clips,
                         pin_memory=policy.pin_memory, multiprocessing_context=loader_context(loader_workers),

@@ -48,7 +48,8 @@ class ClipDataset(Dataset):
     `num_frames` and `records`).
 
     items: the cache indices this dataset serves (default: every video); item i is video items[i].
-    sampling: "first" (frame 0, the paper's transfer protocol), "random" (a start drawn from (seed,
+    sampling: "first" (frame `first_frame`, 0 by default: the paper's transfer protocol; the
+    original's loader skips 2), "random" (a start drawn from (seed,
     epoch, video)), "uniform" (`num_clips` clips spread evenly over the cached video),
     "consecutive" (the original's pretraining data: every video cut into up to `max_clips`
     consecutive clips after `skip` frames, see `consecutive_clips`; an item is one clip, so a
@@ -60,7 +61,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, cache, frames: int, *, sampling: str = "first", num_clips: int = 1,
                  items: Sequence[int] | None = None, seed: int = 0, views: int = 1, skip: int = 2,
-                 max_clips: int = 100):
+                 max_clips: int = 100, first_frame: int = 0):
         if sampling not in SAMPLINGS:
             raise ValueError(f"clip sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if num_clips < 1 or (num_clips > 1 and sampling != "uniform"):
@@ -70,7 +71,9 @@ class ClipDataset(Dataset):
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         self.cache, self.frames, self.sampling, self.num_clips, self.seed = cache, frames, sampling, num_clips, seed
-        self.views = views
+        self.views, self.first_frame = views, first_frame
+        if first_frame < 0:
+            raise ValueError(f"first_frame must be >= 0, got {first_frame}")
         self.items = np.arange(len(cache), dtype=np.int64) if items is None else np.asarray(items, dtype=np.int64)
         self.starts = None
         if sampling == "consecutive":
@@ -103,7 +106,8 @@ class ClipDataset(Dataset):
         elif self.sampling == "consecutive":
             clip = self.cache.clip(video, self.frames, start=int(self.starts[item]))
         else:
-            clip = self.cache.clip(video, self.frames, start="first")
+            start = "first" if not self.first_frame else min(self.first_frame, self.cache.num_frames(video) - 1)
+            clip = self.cache.clip(video, self.frames, start=start)
         return torch.from_numpy(np.ascontiguousarray(clip)), self.label(item)
 
 
@@ -130,7 +134,8 @@ class ArrayClips(Dataset):
 class ClipBatchSampler(Sampler[list]):
     """Batches of `(item, epoch)` keys: global batch s is positions [s*B, (s+1)*B) of an endless
     walk through seeded permutations of the items (epoch e: permutation e; a batch may span two
-    epochs); rank r of `world_size` takes the r-th slice of it.
+    epochs), or with `replacement` B items drawn uniformly from (seed, s); rank r of `world_size`
+    takes the r-th slice of it.
 
     The global batch at a step is the same set of clips for any world size, and a sampler started
     at `start_step` yields exactly what one started at 0 yields from that step on. `steps` bounds
@@ -138,7 +143,7 @@ class ClipBatchSampler(Sampler[list]):
     """
 
     def __init__(self, num_items: int, batch_size: int, *, seed: int = 0, start_step: int = 0,
-                 steps: int | None = None, rank: int = 0, world_size: int = 1):
+                 steps: int | None = None, rank: int = 0, world_size: int = 1, replacement: bool = False):
         if num_items < 1:
             raise ValueError("cannot sample batches from an empty set of clips")
         if batch_size < 1 or batch_size % world_size:
@@ -146,6 +151,7 @@ class ClipBatchSampler(Sampler[list]):
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.start_step, self.steps = start_step, steps
         self.rank, self.world_size = rank, world_size
+        self.replacement = replacement
         self._epoch, self._perm = -1, np.empty(0, np.int64)
 
     def permutation(self, epoch: int) -> np.ndarray:
@@ -155,6 +161,9 @@ class ClipBatchSampler(Sampler[list]):
         return self._perm
 
     def global_batch(self, step: int) -> list[tuple[int, int]]:
+        if self.replacement:  # each item drawn uniformly, as cvondrick/videogan's donkey_video3 does
+            items = np.random.default_rng([self.seed, step]).integers(0, self.num_items, self.batch_size)
+            return [(int(item), step) for item in items]  # keyed by step: a clip start per draw
         keys = []
         for position in range(step * self.batch_size, (step + 1) * self.batch_size):
             epoch, offset = divmod(position, self.num_items)

@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from pretrain.export import ExportError, load_export
 from runkit.atomic import atomic_write_text
 from transfer.report.document import files, h, img, p, render_markdown, table
 from transfer.report.figures import (FIG_WIDTH_IN, accuracy_axes, draw_accuracy, draw_gain, pyplot, save_figure,
                                      style_axes)
 from transfer.report.stats import (METRICS, ReportError, aggregate, bootstrap_label_efficiency, current_entries,
-                                   label_efficiency, result_rows,
-                                   paired_differences, run_values)
+                                   label_efficiency, paired_differences, result_rows, run_values)
 from transfer.report.tables import PAIRED_HEAD, RESULTS_HEAD, paired_cells, results_cells, to_csv, to_latex
 
 TEXT_WIDTH_IN = 6.9  # a figure* spanning both columns of a two-column paper
@@ -71,6 +71,7 @@ class ComparedSweep:
     done: int
     runs: dict = None       # run_values(...): every run's value, the dots beside the means
     rows: list = None       # result_rows(...): every run, for the label-efficiency bootstrap
+    backbone: str = ""      # hash of the first export's architecture: random init is one curve per backbone
 
     @property
     def spec(self) -> dict:
@@ -133,7 +134,16 @@ def load_sweep(folder: str | Path, label: str, metric: str = "video_acc") -> Com
     except KeyError as exc:
         raise CompareError(f"sweep {folder} ({label}): {exc.args[0]}") from exc
     return ComparedSweep(label, folder, plan, table_rows, paired, done, run_values(entries, metric),
-                         result_rows(entries, metric))
+                         result_rows(entries, metric), _backbone_hash(plan))
+
+
+def _backbone_hash(plan: dict) -> str:
+    """The architecture of the sweep's export (random init's network), "" when it is gone."""
+    try:
+        arch = load_export(plan["checkpoint"]).arch
+    except (ExportError, OSError, KeyError, TypeError):
+        return ""
+    return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def resolve_labels(folders: Sequence[str | Path], labels: Sequence[str] | None) -> list[str]:
@@ -227,6 +237,12 @@ def plot_comparison_accuracy(sweeps: Sequence[ComparedSweep], out: Path, metric:
     width = FIG_WIDTH_IN if len(protocols) == 1 else TEXT_WIDTH_IN
     fig, axes = plt.subplots(1, len(protocols), figsize=(width, 2.6), sharex=True, sharey=True,
                              squeeze=False, layout="constrained")
+    # random init is drawn once per backbone: the sweeps of several methods on one backbone carry
+    # the same random-init runs, and three identical grey curves would read as three results
+    random_from = {}
+    for sweep in sweeps:
+        random_from.setdefault(sweep.backbone or sweep.label, sweep.label)
+    several = len(random_from) > 1
     for ax, protocol in zip(axes[0], protocols):
         lines = []
         for i, sweep in enumerate(sweeps):
@@ -234,10 +250,17 @@ def plot_comparison_accuracy(sweeps: Sequence[ComparedSweep], out: Path, metric:
             for row in sweep.table:
                 if row["protocol"] == protocol:
                     by_init[row["init"]].append(row)
-            lines += [(f"{sweep.label}, {init}", rows, {"color": f"C{i % 10}", **INIT_STYLE.get(init, {})})
+            if random_from[sweep.backbone or sweep.label] != sweep.label:
+                by_init.pop("random", None)
+            lines += [(("random init" + (f" ({sweep.label}'s backbone)" if several else "")) if init == "random"
+                       else f"{sweep.label}, {init}", rows,
+                       {"color": "grey" if init == "random" and not several else f"C{i % 10}",
+                        **INIT_STYLE.get(init, {})})
                       for init, rows in sorted(by_init.items())]
         for i, sweep in enumerate(sweeps):  # each sweep's lines with its own runs as dots
-            draw_accuracy(ax, [line for line in lines if line[2]["color"] == f"C{i % 10}"], sweep.runs)
+            own = [line for line in lines if line[2]["color"] == f"C{i % 10}"
+                   or (line[0] == "random init" and random_from.get(sweep.backbone or sweep.label) == sweep.label)]
+            draw_accuracy(ax, own, sweep.runs)
         all_runs: dict = defaultdict(list)
         for sweep in sweeps:
             for key, values in (sweep.runs or {}).items():

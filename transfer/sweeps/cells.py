@@ -231,7 +231,8 @@ def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
                                            recipe.dropout))
     train_cache = ClipCache.open(ctx.train_cache)
     dataset = ClipDataset(train_cache, ctx.frames, sampling=recipe.sampling, seed=seed,
-                          items=_indices(train_cache, train.relpaths, train.path.name))
+                          items=_indices(train_cache, train.relpaths, train.path.name),
+                          first_frame=recipe.first_frame)
     started = time.perf_counter()
     info = finetune(model, dataset, recipe, policy=policy, workdir=ctx.path(f"cells/{cell.cell_id}"),
                     seed=seed, loader_workers=ctx.loader_workers, show_progress=ctx.show_progress)
