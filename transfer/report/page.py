@@ -21,7 +21,6 @@ import csv
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 

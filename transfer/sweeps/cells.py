@@ -184,12 +184,19 @@ def protocol_card(ctx: SweepContext, cell: Cell, test_clips: int, selection: str
     return {"stabilised": _stabilised(ctx),"split": cell.split, "subset": cell.rule_tag,
             "subset_source": "user's list" if cell.subset_seed < 0 else f"seeded draw {cell.subset_seed}",
             "subset_seed": cell.subset_seed, "training_seed": cell.seed, "test_clips": test_clips,
-            "replicate": cell.replicate,
-            "weights": (f"pretraining run {cell.replicate} ({Path(ctx.checkpoint).parent.name})" if cell.init == "pretrained"
-                        else f"random weight draw {cell.replicate}"),
+            "replicate": cell.replicate, "weights": _weights(ctx, cell),
             "test_clips_from": where, "metric": "video-level accuracy (softmax of the clips averaged); "
                                              "clip-level, top-5 and mean-class accuracy beside it",
             "selection": selection}
+
+
+def _weights(ctx: SweepContext, cell: Cell) -> str:
+    """Where the cell's backbone weights come from, for its protocol card."""
+    if cell.weights != "pretrained":
+        return f"random weight draw {cell.replicate}"
+    run = Path(ctx.checkpoint).parent
+    run = run.parent if run.name == "snapshots" else run  # a selected cell's snapshot
+    return f"pretraining run {cell.replicate} ({run.name})"
 
 
 def _stabilised(ctx: SweepContext) -> str:

@@ -152,7 +152,7 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     if spec.trajectory:
         inits += ("selected",)
         snapshot_sets = [snapshot_hashes(path) for path, _ in runs]
-        for path, hashes in zip((p for p, _ in runs), snapshot_sets):
+        for (path, _), hashes in zip(runs, snapshot_sets):
             if len(hashes) < 2:
                 raise SweepError(f"--trajectory: {path.parent} keeps no snapshots (pretrain with "
                                  f"trainer.snapshot_every > 0; the CPU demos keep one every 50 steps)")
