@@ -90,10 +90,10 @@ STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72rem;
        margin: 2rem auto; padding: 0 1rem; line-height: 1.45; color: #1d1d1f; }
 h1 { font-size: 1.6rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; display: block; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
-td { font-variant-numeric: tabular-nums; word-break: break-all; }
+td { font-variant-numeric: tabular-nums; overflow-wrap: break-word; }  /* words whole; a wide table scrolls */
 code { background: #f3f3f3; padding: 0 0.2rem; border-radius: 3px; font-size: 0.88em; }
 pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.82rem; border: 1px solid #e1e4e8; }
 img { max-width: 100%; display: block; margin: 0.8rem 0; }

@@ -460,8 +460,8 @@ def _manifests(sweep_dir: Path, plan: dict, entries: list[dict]) -> list[Block]:
     names = []
     for split in spec.get("splits", ()):
         names += [f"split{split}_train.txt", f"split{split}_{'val' if plan.get('validate') else 'test'}.txt"]
-        # the file names transfer.subsets.write_manifest gives a (split, rule, seed) subset
-        names += [f"split{split}_{rule.tag}_seed{seed}.txt" for rule in _rules(spec) for seed in spec.get("seeds", ())]
+    # every labeled subset the ledger's cells name (a crossed sweep's draws, a user's list)
+    names += sorted({m.split("/", 1)[-1] for m in recorded} - set(names))
     rows = []
     for name in names:
         path = sweep_dir / "manifests" / name
@@ -471,7 +471,7 @@ def _manifests(sweep_dir: Path, plan: dict, entries: list[dict]) -> list[Block]:
         head, sha = _manifest_header(path), file_sha256(path)
         seen = recorded.get(f"manifests/{name}")
         ledger = "—" if not seen else ("matches" if seen == {sha} else "MISMATCH")
-        full = name.rsplit("_", 1)[-1] in ("train.txt", "test.txt")
+        full = name.rsplit("_", 1)[-1] in ("train.txt", "test.txt", "val.txt")
         subset = f"full {name.rsplit('_', 1)[-1][:-4]} list" if full else head.get("rule", "?")
         rows.append([name, head.get("split", "?"), subset, "—" if full else head.get("seed", "?"),
                      head.get("videos", "?"), sha, ledger])
