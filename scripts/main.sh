@@ -2,7 +2,7 @@
 # The main job on the embedded default, from nothing to the report:
 #   set up .venv -> generate the synthetic UCF-style set -> pretrain VGAN (CPU-sized) three
 #   times (pretraining seeds 0, 1, 2: a method's result covers several pretraining runs; each
-#   run has a 1.2-minute training budget, so the job stays under 8 minutes on a slow 2-core CPU)
+#   run has a 1-minute training budget, so the job stays under 8 minutes on a slow 2-core CPU)
 #   -> transfer sweep over the three runs (fractions 0.01, 0.1, 1; 3 subset draws with their
 #      seeds; pretrained vs random init, one random weight draw per run; linear and k-NN probes)
 #   -> tables, figures, report. Fine-tuning is in scripts/compare_methods.sh (it triples the time).
@@ -21,7 +21,7 @@ sweep_log=$(mktemp)
 trap 'rm -f "$pretrain_log" "$sweep_log"' EXIT
 
 echo "[main] 1/2 pretraining, 3 runs (python pretrain/run.py -m trainer.seed=0,1,2; outputs under $OUTPUTS/)"
-"$PY" pretrain/run.py -m trainer.seed=0,1,2 trainer.time_limit_min=1.2 "output_root=$OUTPUTS/pretrain" \
+"$PY" pretrain/run.py -m trainer.seed=0,1,2 trainer.time_limit_min=1.0 "output_root=$OUTPUTS/pretrain" \
   "data.synthetic.root=$OUTPUTS/data/synthetic" "data.cache_root=$OUTPUTS/cache" | tee "$pretrain_log"
 # The exports of the runs above, named (not outputs/pretrain/LATEST, which any other pretraining
 # moves); each run's folder is named by its config and data (cpu_demo-vgan-<hash>).
