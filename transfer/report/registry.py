@@ -71,8 +71,10 @@ def result_records(sweep_dir: str | Path, metric: str = "video_acc", versions: d
     tests: dict[tuple, set] = defaultdict(set)
     for e in entries:
         key = (e["cell"]["protocol"], e["cell"]["init"], e["cell"]["rule_tag"])
-        manifests[key].add(e["cell"]["manifest_sha256"])
-        tests[key].add(e["cell"]["test_list"])
+        if e["cell"].get("manifest_sha256"):  # older or hand-made ledgers may not carry them
+            manifests[key].add(e["cell"]["manifest_sha256"])
+        if e["cell"].get("test_list"):
+            tests[key].add(e["cell"]["test_list"])
     method, arch = _backbone(plan)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
