@@ -97,6 +97,7 @@ def crossed_variance(grid: np.ndarray) -> tuple[float, float, dict[tuple[int, ..
     var = sum(c * ms[b][0] for b, c in coefficient.items())
     denominator = sum((c * ms[b][0]) ** 2 / ms[b][1] for b, c in coefficient.items())
     df = var ** 2 / denominator if denominator > 0 else float(grid.size - 1)
+    # below 1 df the t quantile runs away (t_0.975 at 0.5 df is ~160): the floor keeps it at 12.7
     return max(var, 0.0), max(df, 1.0), components, clamped
 
 
