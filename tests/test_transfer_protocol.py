@@ -284,3 +284,24 @@ def test_validation_split_holds_out_whole_groups():
     assert validation_split(records, seed=1) == (fit, held) and validation_split(records, seed=2) != (fit, held)
     with pytest.raises(ValueError, match="no group-disjoint validation part"):
         validation_split([SimpleNamespace(relpath="a", label=0, group=3)])
+
+
+def test_a_subset_without_a_validation_part_keeps_the_last_snapshot(tmp_path):
+    """One video per class (one group each): no group-disjoint folds, so no snapshot is probed."""
+    from transfer.probe import ProbeRecipe
+    from transfer.sweeps.trajectory import choose_snapshot
+
+    final = tmp_path / "run" / "discriminator.pt"
+    (tmp_path / "run" / "snapshots").mkdir(parents=True)
+    for step in (10, 20):
+        (tmp_path / "run" / "snapshots" / f"discriminator_{step:08d}.pt").write_bytes(b"x")
+    asked = []
+
+    def features_of(path):
+        asked.append(path.name)
+        return np.zeros((3, 1, 4)), "sha-" + path.name, 30
+
+    choice = choose_snapshot(final, features_of, np.array([0, 1, 2]), np.array([0, 1, 2]), ProbeRecipe(), 3,
+                             seed=0, criterion="linear_val_acc")
+    assert asked == ["discriminator.pt"] and choice["path"] == str(final) and choice["rows"] == []
+    assert "no group-disjoint validation part" in choice["reason"]

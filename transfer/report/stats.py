@@ -6,10 +6,11 @@ interval that fits the design (`transfer.report.design`: splits averaged, the sa
 crossed, Satterthwaite's degrees of freedom); per (protocol, labels) the paired difference
 pretrained - random over the runs both inits finished (same pretraining run or random weight
 draw, split, subset and seed), with the same treatment. `variance_components`
-splits a row's spread into its sources (split, subset draw, training seed) when the sweep crossed
-subset draws with training seeds. `current_entries` reads a sweep folder's ledger, keeping only
-the cells of its current plan. `label_efficiency` summarises whole curves: the area under
-accuracy over log labels, and how many labels random init needs to match a method.
+splits a row's spread into its sources (pretraining run, split, subset draw, training seed)
+when the runs cross at least two of them. `current_entries` reads a sweep folder's ledger,
+keeping only the cells of its current plan. `label_efficiency` summarises whole curves: the area
+under accuracy over log labels, and how many labels random init needs to match a method;
+`bootstrap_label_efficiency` gives those numbers cluster-bootstrap intervals.
 """
 from __future__ import annotations
 
@@ -274,6 +275,9 @@ def label_efficiency(table: Sequence[dict], at: Sequence[float] = (1, 7), baseli
     return out
 
 
+NAMES_OF_UNITS = {"replicate": "pretraining runs", "subset_seed": "subset draws", "seed": "seeds (their draws)"}
+
+
 def _resampling_unit(rows: Sequence[dict]) -> str:
     """The outermost sampled factor of a sweep's runs: what a cluster bootstrap resamples."""
     for factor in ("replicate", "subset_seed", "seed"):
@@ -323,8 +327,6 @@ def bootstrap_label_efficiency(rows: Sequence[dict], at: Sequence[float] = (1, 7
         out[key].update(unit=NAMES_OF_UNITS[unit], units=len(units), draws=draws)
     return out
 
-
-NAMES_OF_UNITS = {"replicate": "pretraining runs", "subset_seed": "subset draws", "seed": "seeds (their draws)"}
 
 
 def current_entries(sweep_dir: Path) -> list[dict]:

@@ -70,15 +70,15 @@ def choose_snapshot(final_export: Path, features_of, labels: np.ndarray, groups:
     """Probe every snapshot of `final_export`'s run on validation folds of one labeled subset.
     `features_of(path) -> (features, sha256, step)` gives a snapshot's features of the subset's
     videos; `criterion` is "linear_val_acc" or "knn_val_acc". Returns the choice and every row."""
+    paths = snapshots(final_export)
+    if not validation_folds(labels, groups, recipe.folds, seed)[0]:  # decided by the groups alone
+        _, sha256, step = features_of(paths[-1])
+        return {"path": str(paths[-1]), "sha256": sha256, "step": step, "criterion": None, "rows": [],
+                "reason": "no group-disjoint validation part in this labeled subset: the last snapshot"}
     rows = []
-    for path in snapshots(final_export):
+    for path in paths:
         features, sha256, step = features_of(path)
         scores = validation_scores(features, labels, groups, recipe, num_classes, seed)
-        if scores is None:
-            last = snapshots(final_export)[-1]
-            _, sha, last_step = features_of(last)
-            return {"path": str(last), "sha256": sha, "step": last_step, "criterion": None, "rows": [],
-                    "reason": "no group-disjoint validation part in this labeled subset: the last snapshot"}
         rows.append({"step": step, "path": str(path), "sha256": sha256, **scores})
     best = max(rows, key=lambda r: (r[criterion], r["step"]))
     log.info("trajectory: step %d chosen (%s %.3f on validation)", best["step"], criterion, best[criterion])
