@@ -59,7 +59,9 @@ def test_report_rows_cover_the_replicates_and_pair_them(replicated):
     entries = [json.loads(p.read_text()) for p in (Path(summary["out_dir"]) / "ledger").glob("*.json")]
     table = aggregate(entries)
     assert {r["replicates"] for r in table} == {3}
-    assert {r["units"] for r in table} == {"3 pretraining runs x 2 subset draws (one seed each)"}
+    assert {(r["init"], r["units"]) for r in table} == {
+        ("pretrained", "3 pretraining runs x 2 subset draws (one seed each)"),
+        ("random", "3 random weight draws x 2 subset draws (one seed each)")}
     paired = paired_differences(entries)[0]
     assert paired["pairs"] == 6 and paired["units"] == "3 pretraining runs x 2 subset draws (one seed each)"
     md = (Path(summary["out_dir"]) / "report.md").read_text()

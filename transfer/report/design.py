@@ -108,8 +108,9 @@ def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return float(data.mean()), float(data.std(ddof=1) / math.sqrt(data.size)), float(data.size - 1)
 
 
-def _units_text(levels: dict[str, int], splits: Sequence[int]) -> str:
-    text = " x ".join(f"{n} {NAMES[f]}" for f, n in levels.items()) or "1 run"
+def _units_text(levels: dict[str, int], splits: Sequence[int], replicates: str) -> str:
+    names = {**NAMES, "replicate": replicates}
+    text = " x ".join(f"{n} {names[f]}" for f, n in levels.items()) or "1 run"
     if len(splits) > 1:
         text += f" (splits {','.join(map(str, splits))} averaged)"
     return text
@@ -141,9 +142,10 @@ def unit_grid(units: dict[tuple, float]) -> tuple[tuple[str, ...], np.ndarray | 
     return tuple(names[i] for i in sampled), grid
 
 
-def design_interval(rows: Sequence[dict], bounds: tuple[float, float] = (0.0, 1.0),
-                    confidence: float = 0.95) -> DesignInterval:
-    """The interval for the mean of `rows` (dicts with replicate, split, subset_seed, seed, value)."""
+def design_interval(rows: Sequence[dict], bounds: tuple[float, float] = (0.0, 1.0), confidence: float = 0.95,
+                    replicates: str = "pretraining runs") -> DesignInterval:
+    """The interval for the mean of `rows` (dicts with replicate, split, subset_seed, seed, value);
+    `replicates` names the replicate factor in `units` (random init's are weight draws)."""
     if not rows:
         raise ValueError("cannot summarise an empty set of runs")
     by_unit: dict[tuple, dict[int, float]] = defaultdict(dict)
@@ -177,4 +179,4 @@ def design_interval(rows: Sequence[dict], bounds: tuple[float, float] = (0.0, 1.
     half = float(stats.t.ppf(0.5 + confidence / 2, df=df)) * se if se > 0 else 0.0
     low, high = bounds
     return DesignInterval(mean, se, df, max(low, mean - half), min(high, mean + half),
-                          _units_text(levels, splits), method, clamped, components)
+                          _units_text(levels, splits, replicates), method, clamped, components)

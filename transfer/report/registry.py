@@ -30,7 +30,7 @@ from runkit.atomic import atomic_write_text
 from runkit.errors import UserError
 from transfer.report.design import design_interval
 from transfer.report.document import h, p, render_html, render_markdown, table
-from transfer.report.stats import current_entries, result_rows
+from transfer.report.stats import current_entries, replicate_name, result_rows
 from transfer.report.tables import to_csv
 
 FORMAT = "vganbench.result/1"
@@ -88,7 +88,7 @@ def result_records(sweep_dir: str | Path, metric: str = "video_acc", versions: d
                "rule": rule, "metric": metric, "evaluation": "validation" if plan.get("validate") else "test",
                "test_lists_sha256": test_hashes, "test_clips": sorted({r["test_clips"] for r in runs}),
                "recipe_sha256": _digest({**sections, "cache": recipe.get("cache")})}
-        interval = design_interval(runs)
+        interval = design_interval(runs, replicates=replicate_name(init))
         per_run = defaultdict(list)
         for r in runs:
             per_run[r["replicate"]].append(r["value"])
@@ -161,7 +161,7 @@ HEAD = ["rank", "result", "init", "mean %", "95% CI", "design", "runs", "exports
 
 
 def _cells(r: dict) -> list[str]:
-    name = "random init" if r["init"] == "random" else f"{r['label']} ({r['method']})"
+    name = f"random init ({r['label']}'s backbone)" if r["init"] == "random" else f"{r['label']} ({r['method']})"
     exports = ", ".join(e["sha256"][:10] for e in r["exports"]) or "—"
     return [str(r["rank"]), name, r["init"], f"{100 * r['mean']:.1f}",
             f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]", r["units"], str(r["n"]), exports]

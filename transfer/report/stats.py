@@ -86,6 +86,11 @@ def _subsets(rows: list[dict]) -> str:
     return f"draws {_listing(r['subset_seed'] for r in rows)}"
 
 
+def replicate_name(init: str) -> str:
+    """What a replicate is for an init: a pretraining run, or random init's weight draw."""
+    return "random weight draws" if init == "random" else "pretraining runs"
+
+
 def _design_fields(interval) -> dict:
     return {"units": interval.units, "interval": interval.method, "df": interval.df,
             "clamped": list(interval.clamped)}
@@ -99,7 +104,7 @@ def aggregate(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
     table = []
     for (protocol, init, rule), rows in groups.items():
         spread = summarize([r["value"] for r in rows])
-        interval = design_interval(rows)
+        interval = design_interval(rows, replicates=replicate_name(init))
         table.append({"protocol": protocol, "init": init, "rule": rule,
                       "labeled_per_class": float(np.mean([r["per_class"] for r in rows])),
                       "num_classes": rows[0]["num_classes"], "n": spread.n, "mean": interval.mean,
