@@ -77,11 +77,16 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     steps: int = 10_000
+    epochs: int = 0                   # > 0: the budget is this many passes over the clip list instead of
+                                      # `steps` (pretrain.trainer.budget_steps: main.lua's niter loop)
     batch_size: int = 64              # global batch (split across data-parallel ranks)
     loss: str = "softmax"             # softmax (paper) | bce | hinge
     label_smoothing: float = 0.0
     mask_lambda: float = 0.1
     reuse_fakes: bool = True          # paper: G step reuses the D step's fakes
+    g_from_stored_logits: bool = False  # VGAN: G's loss from the D step's logits for the fakes (main.lua's
+                                      # fGx), no D forward of its own; needs reuse_fakes. Default: a fresh
+                                      # D forward of the fakes on the updated D
     r1_gamma: float = 0.0
     r1_every: int = 1
     ema: bool = False                 # EMA of G's weights (timm ModelEmaV3), used for samples
@@ -179,6 +184,11 @@ def validate(cfg: Any) -> None:
     for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep", "r1_every", "num_samples"):
         if getattr(t, key) < 1:
             raise ConfigError(f"config trainer.{key} must be >= 1; got {getattr(t, key)}")
+    if t.epochs < 0:
+        raise ConfigError(f"config trainer.epochs must be >= 0 (0: trainer.steps is the budget); got {t.epochs}")
+    if t.g_from_stored_logits and not t.reuse_fakes:
+        raise ConfigError("config trainer.g_from_stored_logits=true needs trainer.reuse_fakes=true (G's loss comes "
+                          "from the D step's forward of its fakes)")
     if not 0 < t.ema_decay < 1:
         raise ConfigError(f"config trainer.ema_decay must be in (0, 1); got {t.ema_decay}")
     if t.time_limit_min < 0 or t.sample_every < 0 or t.snapshot_every < 0:
@@ -206,14 +216,14 @@ def validate(cfg: Any) -> None:
 
 
 # Settings that decide where and how fast a run goes, not what it learns: left out of the run's
-# identity (its folder name and the check on resume). trainer.steps and time_limit_min are left
-# out on purpose: raising them continues a run from its checkpoint.
+# identity (its folder name and the check on resume). trainer.steps, trainer.epochs and
+# time_limit_min are left out on purpose: raising them continues a run from its checkpoint.
 OPERATIONAL = ("experiment_name", "run_name", "output_root", "data.cache_root", "data.cache_dir",
                "data.loader_workers", "data.decode_workers", "data.synthetic.root", "data.synthetic.workers",
-               "data.synthetic.progress", "trainer.steps", "trainer.time_limit_min", "trainer.log_every",
-               "trainer.ckpt_every", "trainer.keep", "trainer.sample_every", "trainer.snapshot_every", "trainer.num_samples",
-               "trainer.collapse_window", "trainer.progress", "trainer.threads", "trainer.device",
-               "trainer.compile", "trainer.channels_last", "data.audit")
+               "data.synthetic.progress", "trainer.steps", "trainer.epochs", "trainer.time_limit_min",
+               "trainer.log_every", "trainer.ckpt_every", "trainer.keep", "trainer.sample_every",
+               "trainer.snapshot_every", "trainer.num_samples", "trainer.collapse_window", "trainer.progress",
+               "trainer.threads", "trainer.device", "trainer.compile", "trainer.channels_last", "data.audit")
 
 
 def identity(cfg: Any) -> dict:

@@ -6,8 +6,9 @@ Run folder: `<output_root>/<run_name>`; with `run_name=auto` (the default) the n
 config less its operational keys, `pretrain.schema.identity`, and the data's fingerprint), so a
 run on other data or with another model, loss or optimiser never resumes from, or hands back, an
 earlier run's checkpoint or export. A folder named explicitly that holds a run of another
-identity is an error naming the keys that differ. Raising `trainer.steps` or
-`trainer.time_limit_min` continues a run.
+identity is an error naming the keys that differ. Raising `trainer.steps` (or `trainer.epochs`,
+the budget in passes over the clip list: `budget_steps`) or `trainer.time_limit_min` continues
+a run.
 
 State (the method's networks and optimisers, step, every RNG, the open logging window, the
 training time so far, the run identity) is checkpointed atomically every `ckpt_every` steps, at
@@ -82,6 +83,16 @@ def run_key(cfg: Any, data_fingerprint: str) -> tuple[dict, str]:
     return key, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def budget_steps(trainer_cfg: Any, clips: int) -> int:
+    """The run's budget in steps: `trainer.steps`, or with `trainer.epochs` > 0 that many passes
+    over the `clips` training items as main.lua counts them: `for i = 1, N, batchSize` runs
+    ceil(N / B) iterations an epoch (its log's denominator, floor(N / B), is one short when B does
+    not divide N), so epochs * ceil(N / B), rounded up per epoch, not once over the run."""
+    if trainer_cfg.epochs <= 0:
+        return int(trainer_cfg.steps)
+    return int(trainer_cfg.epochs) * math.ceil(clips / trainer_cfg.batch_size)
+
+
 def run_dir_for(cfg: Any, data_fingerprint: str) -> Path:
     """`<output_root>/<run_name>`; run_name=auto names the run by its experiment, method and key."""
     name = str(cfg.run_name)
@@ -151,6 +162,7 @@ class Trainer:
         self.data_fingerprint = str(getattr(dataset, "fingerprint", "")) if dataset is not None else ""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.step = 0
+        self.clips: int | None = None  # training items, once fit() knows them (an epoch budget's unit)
         self.train_seconds = 0.0  # training-loop time over all attempts (trainer.time_limit_min)
         self.window = WindowMeans()
         self._collapsed_for = 0
@@ -175,8 +187,7 @@ class Trainer:
                                   f"use another run_name, or run_name=auto to name runs by their config")
         if int(state["step"]) > self.cfg.trainer.steps:
             raise CheckpointError(f"run folder {self.run_dir} was already trained for {state['step']} steps, more "
-                                  f"than trainer.steps={self.cfg.trainer.steps}; use another run_name for a "
-                                  f"shorter run")
+                                  f"than {self._budget_text()}; use another run_name for a shorter run")
         self.method.load_state_dict(state["method"])
         restore_rng_state(state["rng"])
         self.window.load_state_dict(state["window"])
@@ -263,23 +274,39 @@ class Trainer:
             self._collapsed_for = 0
 
     def _record_attempt(self, resumed_from: int | None) -> None:
-        """Append this attempt (start step, checkpoint it resumed from, host, job) to
+        """Append this attempt (start step, budget in steps, checkpoint it resumed from, host, job) to
         `attempts.json`: the run's history across requeues, which the metrics log cannot show."""
         path = self.run_dir / "attempts.json"
         try:
             attempts = json.loads(path.read_text()) if path.is_file() else []
         except (OSError, ValueError):
             attempts = []  # an unreadable history is not worth stopping a run for
-        attempts.append({"start_step": self.step, "resumed_from": resumed_from, "time": time.time(),
-                         "host": socket.gethostname(), "pid": os.getpid(), "device": self.policy.describe(),
-                         "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        attempts.append({"start_step": self.step, "resumed_from": resumed_from, "steps": self.cfg.trainer.steps,
+                         "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+                         "device": self.policy.describe(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
                          "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", "0"))})
         atomic_write_json(path, attempts)
+
+    def _resolve_budget(self, clips: int) -> None:
+        """An epoch budget becomes trainer.steps (with trainer.epochs kept beside it), so the
+        config in config.yaml, every checkpoint and the export records the steps the run trains."""
+        t = self.cfg.trainer
+        self.clips = clips
+        t.steps = budget_steps(t, clips)
+        log.info("budget: %s", self._budget_text())
+
+    def _budget_text(self) -> str:
+        t = self.cfg.trainer
+        if t.epochs <= 0 or self.clips is None:
+            return f"trainer.steps={t.steps}"
+        return (f"{t.steps} steps (trainer.epochs={t.epochs} x ceil({self.clips} clips / batch {t.batch_size}), "
+                f"as main.lua's epochs)")
 
     def fit(self) -> FitResult:
         t = self.cfg.trainer
         main = self.info.is_main
         dataset = self._data()
+        self._resolve_budget(len(dataset))
         if self.run_dir is None:
             self.run_dir = run_dir_for(self.cfg, self.data_fingerprint)
         ckpts = CheckpointManager(self.run_dir / "checkpoints", keep=t.keep)
@@ -387,4 +414,5 @@ def fit(cfg: Any, dataset: Dataset | None = None, **kwargs) -> FitResult:
     return Trainer(cfg, dataset, **kwargs).fit()
 
 
-__all__ = ["Trainer", "FitResult", "NonFiniteLossError", "fit", "run_dir_for", "run_key", "as_config"]
+__all__ = ["Trainer", "FitResult", "NonFiniteLossError", "fit", "budget_steps", "run_dir_for", "run_key",
+           "as_config"]

@@ -86,6 +86,8 @@ CASES = [
     ("sweep-device", lambda o: sweep(o, "--device", "cuda"), "CUDA is not available"),
     ("pretrain-key", lambda o: pretrain(o, "trainer.bogus=1"), "Key 'bogus' not in 'TrainerConfig'"),
     ("pretrain-steps", lambda o: pretrain(o, "trainer.steps=0"), "trainer.steps must be >= 1; got 0"),
+    ("pretrain-stored-logits", lambda o: pretrain(o, "trainer.g_from_stored_logits=true", "trainer.reuse_fakes=false"),
+     "trainer.g_from_stored_logits=true needs trainer.reuse_fakes=true"),
     ("pretrain-frames", lambda o: pretrain(o, "model.frames=20"), "frames to be a positive multiple of 16"),
     ("pretrain-method", lambda o: pretrain(o, "method=nope"), "Could not find 'method/nope'"),
     ("pretrain-folder", lambda o: pretrain(o, "data=folder", "data.root=/nonexistent/videos"),

@@ -123,8 +123,9 @@ def tiny_gan(tmp_path, device: str, **trainer) -> PretrainConfig:
 
 
 # (the EMA of the improved preset is timm's, which draws on a device generator meta does not have)
-@pytest.mark.parametrize("options", [{}, {"loss": "hinge", "reuse_fakes": False, "r1_gamma": 1.0}],
-                         ids=["paper", "improved"])
+@pytest.mark.parametrize("options", [{}, {"loss": "hinge", "reuse_fakes": False, "r1_gamma": 1.0},
+                                     {"g_from_stored_logits": True, "r1_gamma": 1.0}],
+                         ids=["paper", "improved", "stored-logits"])
 def test_gan_step_on_meta(tmp_path, options):
     trainer = Trainer(tiny_gan(tmp_path, "meta", **options), run_dir=tmp_path / "run")
     metrics = trainer.train_step(uint8(4, 16, 16, 16, 3))  # a host batch, as the loader gives it

@@ -27,7 +27,7 @@ from runkit.distributed import DistInfo  # noqa: E402
 
 STEPS = 3
 ADAM_EPS = 1e-2
-OPTIONS = [{}, {"reuse_fakes": False, "loss": "hinge"}]
+OPTIONS = [{}, {"reuse_fakes": False, "loss": "hinge"}, {"g_from_stored_logits": True}]
 
 
 def _config(tmp: Path, steps: int, options: dict):
@@ -87,7 +87,7 @@ def _bn_shadowed_keys(model: torch.nn.Module) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", OPTIONS, ids=["paper", "fresh-hinge"])
+@pytest.mark.parametrize("options", OPTIONS, ids=["paper", "fresh-hinge", "stored-logits"])
 def test_two_gloo_processes_match_one(tmp_path, options):
     initial, one, final = _train(tmp_path, "single", options)
     mp.spawn(_worker, args=(2, str(tmp_path), options), nprocs=2, join=True)

@@ -2,6 +2,7 @@
 after a kill, an export that transfer loads (weights_only), and clear errors for unknown names."""
 from __future__ import annotations
 
+import copy
 import signal
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from pretrain import losses
 from pretrain.export import load_export
 from pretrain.methods import METHODS
 from pretrain.methods.contrastive import info_nce
@@ -20,6 +22,7 @@ from runkit import preemption
 from runkit.checkpoint import CheckpointManager
 from transfer.classifier import build_backbone
 from videodata.clips import ArrayClips
+from videodata.decode import to_model_input
 
 torch.set_num_threads(1)
 
@@ -148,3 +151,68 @@ def test_d_batchnorm_statistics_move_twice_per_iteration(tmp_path, options):
         assert all(int(m.num_batches_tracked) == 2 * step for m in norms)
         assert all(not torch.equal(b, m.running_mean) for b, m in zip(before, norms))  # they did move
         assert all(m.track_running_stats for m in norms)  # restored after the G step
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def test_g_from_stored_logits_equals_a_hand_computation(tmp_path):
+    """trainer.g_from_stored_logits (main.lua's fGx): G's gradient is the G loss (adversarial +
+    mask sparsity) of D's logits for the fakes from the D step, backpropagated through D as it was
+    before its update; D's gradient is its own loss's alone. The default path (a fresh forward on
+    the updated D) gives another G gradient."""
+    real = to_model_input(torch.randint(0, 256, (4, 16, 16, 16, 3), dtype=torch.uint8,
+                                        generator=torch.Generator().manual_seed(1)))
+    got = {}
+    for stored in (True, False):  # both trainers start from the same seed: the same networks and noise
+        trainer = Trainer(tiny_cfg(tmp_path, g_from_stored_logits=stored), dataset=clips())
+        m = trainer.method
+        G, D = copy.deepcopy(m.G), copy.deepcopy(m.D)  # the networks before the step
+        rng = torch.get_rng_state()
+        m.train_step(real, 0)
+        # optimisers leave .grad as the backward left it: the gradients the step used
+        got[stored] = (_flat(p.grad for p in m.G.parameters()), _flat(p.grad for p in m.D.parameters()))
+        torch.set_rng_state(rng)
+        z = torch.randn(4, trainer.cfg.model.z_dim)  # the step's noise
+    out = G.forward_all(z)
+    logits_real, logits_fake = D(real), D(out.video)
+    g_loss = losses.g_loss(logits_fake, "softmax") + losses.mask_sparsity(out.mask, 0.1)
+    want_g = _flat(torch.autograd.grad(g_loss, list(G.parameters()), retain_graph=True))
+    d_loss = losses.d_loss_real(logits_real, "softmax") + losses.d_loss_fake(logits_fake, "softmax")
+    want_d = _flat(torch.autograd.grad(d_loss, list(D.parameters())))
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+    assert want_g.norm() > 0 and want_d.norm() > 0
+    assert rel(got[True][0], want_g) < 1e-5 and rel(got[True][1], want_d) < 1e-5
+    assert rel(got[False][1], want_d) < 1e-5  # the D step is the same either way
+    assert rel(got[False][0], want_g) > 1e-2  # the fresh forward sees the updated D
+
+
+@pytest.mark.parametrize("options", [{"r1_gamma": 1.0, "r1_every": 1, "ema": True},
+                                     {"loss": "hinge", "mask_lambda": 0.0}], ids=["r1-ema", "hinge"])
+def test_g_from_stored_logits_trains_with_its_options(tmp_path, options):
+    """R1, EMA and the other losses run with the stored logits: two D forwards (real, fake) and no
+    third, so D's BatchNorm statistics still move twice per iteration."""
+    trainer = Trainer(tiny_cfg(tmp_path, g_from_stored_logits=True, **options), dataset=clips())
+    norms = [m for m in trainer.method.D.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    calls = {"n": 0}
+    forward = trainer.method.d_forward
+
+    def counted(x):
+        calls["n"] += 1
+        return forward(x)
+    trainer.method.d_forward = counted
+    before = {k: v.clone() for k, v in trainer.method.G.state_dict().items()}
+    metrics = trainer.train_step(torch.randint(0, 256, (4, 16, 16, 16, 3), dtype=torch.uint8))
+    assert calls["n"] == 2 and all(int(m.num_batches_tracked) == 2 for m in norms)
+    assert all(torch.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.method.G.state_dict().items())  # G stepped
+    if options.get("r1_gamma"):
+        assert float(metrics["r1"]) > 0
+
+
+def test_g_from_stored_logits_needs_the_reused_fakes(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config trainer.g_from_stored_logits=true needs trainer.reuse_fakes=true"):
+        Trainer(tiny_cfg(tmp_path, g_from_stored_logits=True, reuse_fakes=False), dataset=clips())

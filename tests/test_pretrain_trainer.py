@@ -10,11 +10,12 @@ import signal
 
 import pytest
 import torch
+import yaml
 
 from pretrain.export import latest_export, load_export
 from pretrain.models import build_discriminator
 from pretrain.schema import PretrainConfig, identity
-from pretrain.trainer import NonFiniteLossError, Trainer, as_config, run_dir_for, run_key
+from pretrain.trainer import NonFiniteLossError, Trainer, as_config, budget_steps, run_dir_for, run_key
 from runkit import preemption
 from runkit.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from videodata.clips import ArrayClips, ClipBatchSampler
@@ -240,6 +241,39 @@ def test_auto_run_folders_follow_the_config_and_the_data(tmp_path):
     wider = Trainer(cfg, clips()).fit()
     assert len({base.run_dir, other_data.run_dir, wider.run_dir}) == 3
     assert load_export(wider.export_path).arch["width"] == 8
+
+
+def test_budget_steps_counts_epochs_as_main_lua_does():
+    """main.lua's epoch is `for i = 1, N, batchSize`: ceil(N / B) iterations, a last short-list
+    batch included; trainer.epochs=E is E of them (not ceil(E * N / B) once)."""
+    t = PretrainConfig().trainer
+    for n, b, epochs in ((12, 4, 3), (10, 4, 2), (1, 64, 100), (6400, 64, 100), (6401, 64, 100)):
+        t.batch_size, t.epochs = b, epochs
+        assert budget_steps(t, n) == epochs * len(range(1, n + 1, b))
+    t.epochs, t.steps = 0, 123
+    assert budget_steps(t, 10) == 123  # epochs off: trainer.steps is the budget
+
+
+def test_an_epoch_budget_trains_and_records_its_steps(tmp_path, caplog):
+    """trainer.epochs=2 over 10 clips at batch 4: 2 x ceil(10 / 4) = 6 steps (ceil(2 x 10 / 4) would
+    be 5), logged at start-up and recorded as trainer.steps wherever the run keeps its config; more
+    epochs continue the run (the budget is not part of its identity)."""
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_cfg(tmp_path, 1, epochs=2, ckpt_every=100), clips(10), run_dir=run)
+    with caplog.at_level(logging.INFO, logger="pretrain.trainer"):
+        result = trainer.fit()
+    assert result.step == 6 and result.stopped == "finished"
+    assert "budget: 6 steps (trainer.epochs=2 x ceil(10 clips / batch 4), as main.lua's epochs)" in [
+        r.getMessage() for r in caplog.records]
+    saved = load_checkpoint(CheckpointManager(run / "checkpoints").latest())
+    for config in (saved["config"], load_export(result.export_path).config,
+                   yaml.safe_load((run / "config.yaml").read_text())):
+        assert (config["trainer"]["steps"], config["trainer"]["epochs"]) == (6, 2)
+    assert json.loads((run / "attempts.json").read_text())[-1]["steps"] == 6
+    more = Trainer(tiny_cfg(tmp_path, 1, epochs=3, ckpt_every=100), clips(10), run_dir=run).fit()
+    assert (more.resumed_from, more.step) == (6, 9)
+    with pytest.raises(CheckpointError, match=r"already trained for 9 steps, more than 6 steps \(trainer.epochs=2"):
+        Trainer(tiny_cfg(tmp_path, 1, epochs=2), clips(10), run_dir=run).fit()
 
 
 def test_collapsed_mask_warns(tmp_path, caplog):

@@ -6,7 +6,7 @@
     python transfer/sweep.py --fractions 0.01,0.1,1 finetune.iterations=500 probe.c_grid=[0.1,1]
     python transfer/sweep.py --checkpoint run0/discriminator.pt,run1/discriminator.pt,run2/discriminator.pt
     python transfer/sweep.py --data ucf101 --root /data/ucf --splits 1,2,3 --seeds 0,1,2 \\
-        --recipe paper --device cuda --executor slurm --cluster mycluster
+        --recipe paper --inits pretrained,random_torch --device cuda --executor slurm --cluster mycluster
 
 Recipe overrides are `key=value` in Hydra's syntax (sections finetune, probe, features, cache,
 runtime; see transfer/sweeps/recipe.py). Thin entry point: parsing only; the logic is in
@@ -38,7 +38,9 @@ def parse_args(argv: Sequence[str] | None = None):
     p.add_argument("--subset-list", action="append", default=[], metavar="NAME=PATH",
                    help="a subset list of your own (e.g. a published 5%% list), run beside the draws; repeatable")
     p.add_argument("--splits", type=comma_list(int, "splits"), default=(1,))
-    p.add_argument("--inits", type=comma_list(str, "inits"), default=("pretrained", "random"))
+    p.add_argument("--inits", type=comma_list(str, "inits"), default=("pretrained", "random"),
+                   help="pretrained, random (the GAN's N(0, 0.01) init), random_torch (Torch7's default init, "
+                        "net:reset(); what the original plausibly used)")
     p.add_argument("--protocols", type=comma_list(str, "protocols"), default=("finetune", "linear"),
                    help="finetune,linear,knn")
     p.add_argument("--checkpoint", default=None,

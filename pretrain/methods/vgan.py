@@ -4,7 +4,10 @@ discriminator, whose backbone is the export. One D step, then one G step, per it
     D step   real and fake clips pass through D as separate batches (per-type BN statistics);
              loss = L(D(real), real) + L(D(fake), fake) [+ R1 on real]
     G step   paper: reuse the D step's fakes (and G's graph) with the updated D; otherwise fresh
-             fakes from new noise; loss = non-saturating L(D(fake), real) + lambda * mean|m|
+             fakes from new noise; loss = non-saturating L(D(fake), real) + lambda * mean|m|.
+             With trainer.g_from_stored_logits (main.lua's fGx on netD.output): G's loss comes
+             from the D step's own logits for the fakes, both networks' gradients from that one
+             forward before either optimiser steps, so no third D forward runs
 
 D's BatchNorm running statistics move twice per iteration, on the real and on the fake batch, as
 in the original (main.lua's G step reuses the fake pass, so D sees no third batch): the G step's
@@ -109,6 +112,8 @@ class VGAN(Method):
         return self.policy.to(z[r * b:(r + 1) * b])
 
     def train_step(self, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        if self.cfg.trainer.g_from_stored_logits:
+            return self._train_step_stored(real, step)
         t, policy = self.cfg.trainer, self.policy
         z = self._noise()
 
@@ -149,12 +154,56 @@ class VGAN(Method):
         self.D.requires_grad_(True)
         if self.ema is not None:
             self.ema.update(self.G, step=step + 1)
+        return self._metrics(d_loss, g_loss, logits_real, logits_fake, out, r1)
 
+    def _train_step_stored(self, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """One iteration with G's loss from the D step's logits for the fakes (main.lua's fGx).
+
+        One D forward per batch: D's loss and G's come from the same logits, and both gradients
+        are taken before either optimiser steps (each backward restricted to its own network's
+        parameters: D's gradient holds no G loss, G's no D loss). The one difference to Torch:
+        fGx read netD.output from before D's update, but netD:updateGradInput then ran with D's
+        updated weights; here G's gradient goes through D as it was before its update."""
+        t, policy = self.cfg.trainer, self.policy
+        z = self._noise()
+        self.D.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        use_r1 = t.r1_gamma > 0 and (step + 1) % t.r1_every == 0
+        with policy.autocast():
+            out = self.g_forward_all(z)
+            if use_r1:
+                r1, logits_real = losses.r1_penalty(self.d_forward, real, t.r1_gamma)
+                r1 = r1 * t.r1_every
+            else:
+                logits_real, r1 = self.d_forward(real), torch.zeros((), device=policy.device)
+            logits_fake = self.d_forward(out.video)  # not detached: G's loss backpropagates through it
+        loss_real = losses.d_loss_real(logits_real, t.loss, t.label_smoothing)
+        loss_fake = losses.d_loss_fake(logits_fake, t.loss, t.label_smoothing)
+        d_loss = loss_real + loss_fake + r1
+        adv = losses.g_loss(logits_fake, t.loss)
+        g_loss = adv + losses.mask_sparsity(out.mask, t.mask_lambda).to(adv.device)
+        d_params = [p for p in self.D.parameters() if p.requires_grad]
+        g_params = [p for p in self.G.parameters() if p.requires_grad]
+        # the G backward needs the fake forward's graph after the D backward has run through it
+        self.scaler_d.scale(d_loss).backward(inputs=d_params, retain_graph=True)
+        self.scaler_g.scale(g_loss).backward(inputs=g_params)
+        self.average_gradients(self.D)  # before the scalers look for infs: every rank decides alike
+        self.average_gradients(self.G)
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        if self.ema is not None:
+            self.ema.update(self.G, step=step + 1)
+        return self._metrics(d_loss, g_loss, logits_real, logits_fake, out, r1)
+
+    def _metrics(self, d_loss, g_loss, logits_real, logits_fake, out, r1) -> dict[str, torch.Tensor]:
         metrics = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
                    "d_acc_real": losses.accuracy(logits_real, True), "d_acc_fake": losses.accuracy(logits_fake, False)}
         if out.mask is not None:
             metrics["mask_mean"] = out.mask.detach().float().mean()
-        if t.r1_gamma > 0:
+        if self.cfg.trainer.r1_gamma > 0:
             metrics["r1"] = r1.detach()
         return metrics
 

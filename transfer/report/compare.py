@@ -39,14 +39,16 @@ from runkit.atomic import atomic_write_text
 from transfer.report.document import files, h, img, p, render_markdown, table
 from transfer.report.figures import (FIG_WIDTH_IN, accuracy_axes, draw_accuracy, draw_gain, pyplot, save_figure,
                                      style_axes)
-from transfer.report.stats import (METRICS, ReportError, aggregate, bootstrap_label_efficiency, current_entries,
-                                   label_efficiency, paired_differences, result_rows, run_values)
+from transfer.classifier import RANDOM_INITS
+from transfer.report.stats import (METRICS, RANDOM_INIT_NAMES, ReportError, aggregate, bootstrap_label_efficiency,
+                                   current_entries, label_efficiency, paired_differences, result_rows, run_values)
 from transfer.report.tables import PAIRED_HEAD, RESULTS_HEAD, paired_cells, results_cells, to_csv, to_latex
 
 TEXT_WIDTH_IN = 6.9  # a figure* spanning both columns of a two-column paper
 PROTOCOL_TITLES = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
 INIT_STYLE = {"pretrained": {"linestyle": "-", "marker": "o"},
-              "random": {"linestyle": "--", "marker": "s", "fillstyle": "none"}}
+              "random": {"linestyle": "--", "marker": "s", "fillstyle": "none"},
+              "random_torch": {"linestyle": ":", "marker": "D", "fillstyle": "none"}}
 PROTOCOL_STYLE = {"finetune": {"linestyle": "-", "marker": "o"}, "linear": {"linestyle": "--", "marker": "s"},
                   "knn": {"linestyle": ":", "marker": "^"}}
 # the sweep's label goes where a reader compares the sweeps: right after the row's labels
@@ -207,7 +209,8 @@ def comparison_rows(sweeps: Sequence[ComparedSweep]) -> tuple[list[dict], list[d
     results = [{"sweep": s.label, **row} for s in sweeps for row in s.table]
     gains = [{"sweep": s.label, **row} for s in sweeps for row in s.paired]
     results.sort(key=lambda r: (r["protocol"], r["init"], r["labeled_per_class"], r["rule"], order[r["sweep"]]))
-    gains.sort(key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"], order[r["sweep"]]))
+    gains.sort(key=lambda r: (r["protocol"], r.get("baseline") != "random", r.get("baseline", ""),
+                              r["labeled_per_class"], r["rule"], order[r["sweep"]]))
     return results, gains
 
 
@@ -251,15 +254,16 @@ def plot_comparison_accuracy(sweeps: Sequence[ComparedSweep], out: Path, metric:
                 if row["protocol"] == protocol:
                     by_init[row["init"]].append(row)
             if random_from[sweep.backbone or sweep.label] != sweep.label:
-                by_init.pop("random", None)
-            lines += [(("random init" + (f" ({sweep.label}'s backbone)" if several else "")) if init == "random"
-                       else f"{sweep.label}, {init}", rows,
-                       {"color": "grey" if init == "random" and not several else f"C{i % 10}",
+                for init in RANDOM_INITS:
+                    by_init.pop(init, None)
+            lines += [((RANDOM_INIT_NAMES[init] + (f" ({sweep.label}'s backbone)" if several else ""))
+                       if init in RANDOM_INITS else f"{sweep.label}, {init}", rows,
+                       {"color": "grey" if init in RANDOM_INITS and not several else f"C{i % 10}",
                         **INIT_STYLE.get(init, {})})
                       for init, rows in sorted(by_init.items())]
         for i, sweep in enumerate(sweeps):  # each sweep's lines with its own runs as dots
             own = [line for line in lines if line[2]["color"] == f"C{i % 10}"
-                   or (line[0] == "random init" and random_from.get(sweep.backbone or sweep.label) == sweep.label)]
+                   or (line[2]["color"] == "grey" and random_from.get(sweep.backbone or sweep.label) == sweep.label)]
             draw_accuracy(ax, own, sweep.runs)
         all_runs: dict = defaultdict(list)
         for sweep in sweeps:
@@ -278,12 +282,13 @@ def plot_comparison_gain(sweeps: Sequence[ComparedSweep], out: Path) -> list[Pat
     fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.4), layout="constrained")
     lines = []
     for i, sweep in enumerate(sweeps):
-        by_protocol: dict[str, list[dict]] = defaultdict(list)
-        for row in sweep.paired:
-            by_protocol[row["protocol"]].append(row)
-        lines += [(f"{sweep.label}, {PROTOCOL_TITLES.get(protocol, protocol)}", rows,
+        by_protocol: dict[tuple, list[dict]] = defaultdict(list)
+        for row in sweep.paired:  # one line per protocol and random-init baseline
+            by_protocol[(row["protocol"], row.get("baseline", "random"))].append(row)
+        lines += [(f"{sweep.label}, {PROTOCOL_TITLES.get(protocol, protocol)}"
+                   + ("" if baseline == "random" else f" vs {baseline}"), rows,
                    {"color": f"C{i % 10}", **PROTOCOL_STYLE.get(protocol, {"marker": "o"})})
-                  for protocol, rows in sorted(by_protocol.items())]
+                  for (protocol, baseline), rows in sorted(by_protocol.items())]
     draw_gain(ax, lines)
     ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
     rows = [row for s in sweeps for row in s.paired]
@@ -338,7 +343,7 @@ def efficiency_rows(sweeps: Sequence[ComparedSweep]) -> list[dict]:
             rows.append({"sweep": s.label, **row, **flat,
                          "bootstrap_units": f"{boot['units']} {boot['unit']}" if boot else ""})
     order = {s.label: i for i, s in enumerate(sweeps)}
-    return sorted(rows, key=lambda r: (r["protocol"], r["init"] == "random", order[r["sweep"]], r["init"]))
+    return sorted(rows, key=lambda r: (r["protocol"], r["init"] in RANDOM_INITS, order[r["sweep"]], r["init"]))
 
 
 def _percent(value, interval=None) -> str:
@@ -358,7 +363,7 @@ def efficiency_cells(row: dict) -> list[str]:
     boot = {name: (row[f"{name}_ci_low"], row[f"{name}_ci_high"])
             for name in ("area", *(f"{kind}_at_{k:g}" for kind in ("accuracy", "random_labels") for k in EFFICIENCY_AT))
             if f"{name}_ci_low" in row}
-    equivalents = ["(the floor)" if row["init"] == "random" else
+    equivalents = ["(the floor)" if row["init"] == row.get("baseline", "random") else
                    _labels(row[f"random_labels_at_{k:g}"], row[f"random_labels_at_{k:g}_qualifier"],
                            boot.get(f"random_labels_at_{k:g}"))
                    for k in EFFICIENCY_AT]

@@ -105,8 +105,9 @@ def plot_accuracy(table: list[dict], out: Path, metric: str, runs: RunValues | N
 def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
     fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.2))
     lines: dict[str, list[dict]] = defaultdict(list)
-    for row in paired:
-        lines[row["protocol"]].append(row)
+    for row in paired:  # one line per protocol and random-init baseline
+        baseline = row.get("baseline", "random")
+        lines[row["protocol"] if baseline == "random" else f"{row['protocol']} vs {baseline}"].append(row)
     draw_gain(ax, [(protocol, rows, {"marker": "o"}) for protocol, rows in sorted(lines.items())])
     ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
     if paired:

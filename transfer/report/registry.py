@@ -12,8 +12,8 @@ writes them to `report/results.jsonl`.
 
 merges the rows of many sweeps into `leaderboard.{csv,md,html}`: one table per protocol key,
 ranked by mean within it; results under different protocol keys are never ranked against each
-other. Random init appears once per backbone architecture in a table (the sweeps of several
-methods on one backbone each carry the same random-init rows).
+other. Each random init (`random`, `random_torch`) appears once per backbone architecture in a
+table (the sweeps of several methods on one backbone each carry the same random-init rows).
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from runkit.atomic import atomic_write_text
 from runkit.errors import UserError
 from transfer.report.design import design_interval
 from transfer.report.document import h, p, render_html, render_markdown, table
-from transfer.report.stats import current_entries, replicate_name, result_rows
+from transfer.classifier import RANDOM_INITS
+from transfer.report.stats import RANDOM_INIT_NAMES, current_entries, replicate_name, result_rows
 from transfer.report.tables import to_csv
 
 FORMAT = "vganbench.result/1"
@@ -99,7 +100,7 @@ def result_records(sweep_dir: str | Path, metric: str = "video_acc", versions: d
                     "n": len(runs), "mean": interval.mean, "ci_low": interval.ci_low, "ci_high": interval.ci_high,
                     "units": interval.units, "interval": interval.method,
                     "per_replicate": {str(k): float(np.mean(v)) for k, v in sorted(per_run.items())},
-                    "exports": _exports(plan) if init != "random" else [],
+                    "exports": _exports(plan) if init not in RANDOM_INITS else [],
                     "manifests_sha256": sorted(manifests[(protocol, init, rule)]),
                     "versions": versions or {}})
     return out
@@ -137,7 +138,7 @@ def read_records(source: str | Path) -> list[dict]:
 
 
 def leaderboard(rows: Sequence[dict]) -> list[tuple[dict, list[dict]]]:
-    """(protocol key, ranked rows) per protocol key; random init once per backbone in each."""
+    """(protocol key, ranked rows) per protocol key; each random init once per backbone in each."""
     by_key: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_key[r["protocol_key_id"]].append(r)
@@ -145,10 +146,10 @@ def leaderboard(rows: Sequence[dict]) -> list[tuple[dict, list[dict]]]:
     for rows_of_key in by_key.values():
         seen, kept = set(), []
         for r in rows_of_key:
-            if r["init"] == "random":
-                if r["backbone_sha256"] in seen:
+            if r["init"] in RANDOM_INITS:
+                if (r["init"], r["backbone_sha256"]) in seen:
                     continue
-                seen.add(r["backbone_sha256"])
+                seen.add((r["init"], r["backbone_sha256"]))
             kept.append(r)
         ranked = sorted(kept, key=lambda r: -r["mean"])
         for rank, r in enumerate(ranked, start=1):
@@ -161,7 +162,8 @@ HEAD = ["rank", "result", "init", "mean %", "95% CI", "design", "runs", "exports
 
 
 def _cells(r: dict) -> list[str]:
-    name = f"random init ({r['label']}'s backbone)" if r["init"] == "random" else f"{r['label']} ({r['method']})"
+    name = (f"{RANDOM_INIT_NAMES[r['init']]} ({r['label']}'s backbone)" if r["init"] in RANDOM_INITS
+            else f"{r['label']} ({r['method']})")
     exports = ", ".join(e["sha256"][:10] for e in r["exports"]) or "—"
     return [str(r["rank"]), name, r["init"], f"{100 * r['mean']:.1f}",
             f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]", r["units"], str(r["n"]), exports]

@@ -5,7 +5,8 @@ the runs of a (protocol, init, labels) row: the mean, the sample std and a 95% c
 interval that fits the design (`transfer.report.design`: splits averaged, the sampled factors
 crossed, Satterthwaite's degrees of freedom); per (protocol, labels) the paired difference
 pretrained - random over the runs both inits finished (same pretraining run or random weight
-draw, split, subset and seed), with the same treatment. `variance_components`
+draw, split, subset and seed), with the same treatment, once per random-init baseline the sweep
+ran (`random`, the GAN's init; `random_torch`, Torch7's). `variance_components`
 splits a row's spread into its sources (pretraining run, split, subset draw, training seed)
 when the runs cross at least two of them. `current_entries` reads a sweep folder's ledger,
 keeping only the cells of its current plan. `label_efficiency` summarises whole curves: the area
@@ -25,10 +26,13 @@ import numpy as np
 from scipy import stats
 
 from runkit.errors import UserError
+from transfer.classifier import RANDOM_INITS
 from transfer.ledger import Ledger
 from transfer.report.design import crossed_variance, design_interval, unit_grid
 
 METRICS = ("video_acc", "clip_acc", "video_top5", "mean_class_acc")
+# how tables, figures and leaderboards name the random-init baselines
+RANDOM_INIT_NAMES = {"random": "random init", "random_torch": "random init, Torch7's default"}
 
 
 class ReportError(UserError, ValueError):
@@ -87,8 +91,8 @@ def _subsets(rows: list[dict]) -> str:
 
 
 def replicate_name(init: str) -> str:
-    """What a replicate is for an init: a pretraining run, or random init's weight draw."""
-    return "random weight draws" if init == "random" else "pretraining runs"
+    """What a replicate is for an init: a pretraining run, or a random init's weight draw."""
+    return "random weight draws" if init in RANDOM_INITS else "pretraining runs"
 
 
 def _design_fields(interval) -> dict:
@@ -125,9 +129,11 @@ def run_values(entries: Iterable[dict], metric: str = "video_acc") -> dict[tuple
 
 
 def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
-                       treated: str = "pretrained", baseline: str = "random") -> list[dict]:
-    """Per (protocol, rule): treated − baseline over the runs (split, subset draw, training seed)
-    both inits finished."""
+                       treated: str = "pretrained", baseline: str | None = None) -> list[dict]:
+    """Per (protocol, rule, baseline): treated − baseline over the runs (split, subset draw,
+    training seed) both inits finished; `baseline` None: each random-init baseline the runs have
+    (RANDOM_INITS), its name in the row's "baseline"."""
+    baselines = [baseline] if baseline else [init for init in RANDOM_INITS if init != treated]
     values: dict[tuple, dict[str, float]] = defaultdict(dict)
     per_class: dict[tuple, list[float]] = defaultdict(list)
     for row in result_rows(entries, metric):
@@ -136,24 +142,25 @@ def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
         per_class[(row["protocol"], row["rule"])].append(row["per_class"])
     pairs: dict[tuple, list[dict]] = defaultdict(list)
     for (protocol, rule, replicate, split, subset, seed), by_init in values.items():
-        if treated in by_init and baseline in by_init:
-            pairs[(protocol, rule)].append({"replicate": replicate, "split": split, "subset_seed": subset,
-                                            "seed": seed, "treated": by_init[treated],
-                                            "baseline": by_init[baseline],
-                                            "value": by_init[treated] - by_init[baseline]})
+        for base in baselines:
+            if treated in by_init and base in by_init:
+                pairs[(protocol, rule, base)].append({
+                    "replicate": replicate, "split": split, "subset_seed": subset, "seed": seed,
+                    "treated": by_init[treated], "baseline": by_init[base], "value": by_init[treated] - by_init[base]})
     table = []
-    for (protocol, rule), rows in pairs.items():
+    for (protocol, rule, base), rows in pairs.items():
         spread = summarize([r["value"] for r in rows])
         interval = design_interval(rows, bounds=(-1.0, 1.0))
         treated_mean = design_interval([{**r, "value": r["treated"]} for r in rows]).mean
         baseline_mean = design_interval([{**r, "value": r["baseline"]} for r in rows]).mean
-        table.append({"protocol": protocol, "rule": rule,
+        table.append({"protocol": protocol, "rule": rule, "baseline": base,
                       "labeled_per_class": float(np.mean(per_class[(protocol, rule)])),
                       "pairs": spread.n, "treated_mean": treated_mean, "baseline_mean": baseline_mean,
                       "diff_mean": interval.mean, "diff_std": spread.std,
                       "ci_low": interval.ci_low, "ci_high": interval.ci_high, **_design_fields(interval),
                       "relative_gain": treated_mean / baseline_mean if baseline_mean > 0 else float("nan")})
-    return sorted(table, key=lambda r: (r["protocol"], r["labeled_per_class"], r["rule"]))
+    return sorted(table, key=lambda r: (r["protocol"], baselines.index(r["baseline"]), r["labeled_per_class"],
+                                        r["rule"]))
 
 
 def variance_components(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:
@@ -253,29 +260,38 @@ def labels_to_reach(points: Sequence[tuple[float, float]], target: float) -> tup
     return points[-1][0], ">"
 
 
-def label_efficiency(table: Sequence[dict], at: Sequence[float] = (1, 7), baseline: str = "random",
+def random_baseline(inits: Iterable[str]) -> str | None:
+    """The random-init baseline among `inits`: `random` where the sweep ran it, else `random_torch`."""
+    present = set(inits)
+    return next((init for init in RANDOM_INITS if init in present), None)
+
+
+def label_efficiency(table: Sequence[dict], at: Sequence[float] = (1, 7), baseline: str | None = None,
                      span: dict[str, tuple[float, float]] | None = None) -> list[dict]:
     """Per (protocol, init) of an `aggregate` table: the mean accuracy over log labels across
     `span[protocol]` (default: the labels every init of that protocol measured), and for each
-    K in `at`, the labels per class the baseline init needs to match this init's accuracy at K."""
+    K in `at`, the labels per class the baseline init needs to match this init's accuracy at K.
+    `baseline` None: the protocol's random-init baseline (`random_baseline`), its fields named
+    random_labels_at_K whichever it is; each row's "baseline" names it."""
     out = []
     for protocol in sorted({r["protocol"] for r in table}):
         inits = sorted({r["init"] for r in table if r["protocol"] == protocol})
+        base, prefix = (baseline, baseline) if baseline else (random_baseline(inits), "random")
         curves = {init: curve(table, protocol, init) for init in inits}
         low = max(c[0][0] for c in curves.values())
         high = min(c[-1][0] for c in curves.values())
         if span and protocol in span:
             low, high = span[protocol]
         for init in inits:
-            row = {"protocol": protocol, "init": init, "span_low": low, "span_high": high,
+            row = {"protocol": protocol, "init": init, "baseline": base, "span_low": low, "span_high": high,
                    "area": area_over_log_labels(curves[init], low, high)}
             for k in at:
                 accuracy = value_at(curves[init], k)
                 row[f"accuracy_at_{k:g}"] = accuracy
-                needed, qualifier = ((None, "") if accuracy is None or baseline not in curves
-                                     else labels_to_reach(curves[baseline], accuracy))
-                row[f"{baseline}_labels_at_{k:g}"] = needed
-                row[f"{baseline}_labels_at_{k:g}_qualifier"] = qualifier
+                needed, qualifier = ((None, "") if accuracy is None or base not in curves
+                                     else labels_to_reach(curves[base], accuracy))
+                row[f"{prefix}_labels_at_{k:g}"] = needed
+                row[f"{prefix}_labels_at_{k:g}_qualifier"] = qualifier
             out.append(row)
     return out
 
@@ -291,7 +307,7 @@ def _resampling_unit(rows: Sequence[dict]) -> str:
     return "seed"
 
 
-def bootstrap_label_efficiency(rows: Sequence[dict], at: Sequence[float] = (1, 7), baseline: str = "random",
+def bootstrap_label_efficiency(rows: Sequence[dict], at: Sequence[float] = (1, 7), baseline: str | None = None,
                                span: dict[str, tuple[float, float]] | None = None, draws: int = 1000,
                                seed: int = 0, confidence: float = 0.95) -> dict[tuple[str, str], dict]:
     """Percentile intervals of `label_efficiency`'s numbers by a cluster bootstrap: the sweep's
@@ -309,7 +325,8 @@ def bootstrap_label_efficiency(rows: Sequence[dict], at: Sequence[float] = (1, 7
         by_unit[r[unit]].append(r)
     units = sorted(by_unit, key=str)
     rng = np.random.default_rng(seed)
-    fields = ["area", *(f"accuracy_at_{k:g}" for k in at), *(f"{baseline}_labels_at_{k:g}" for k in at)]
+    prefix = baseline or "random"  # label_efficiency's field names
+    fields = ["area", *(f"accuracy_at_{k:g}" for k in at), *(f"{prefix}_labels_at_{k:g}" for k in at)]
     samples: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for _ in range(draws):
         drawn = [r for i in rng.integers(0, len(units), len(units)) for r in by_unit[units[i]]]

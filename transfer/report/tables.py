@@ -45,7 +45,10 @@ def variance_cells(row: dict) -> list[str]:
 
 
 def paired_cells(row: dict) -> list[str]:
-    return [row["protocol"], row["rule"], count(row['labeled_per_class']), str(row["pairs"]),
+    """A paired-difference row; against another baseline than `random` its protocol cell names it."""
+    baseline = row.get("baseline", "random")
+    protocol = row["protocol"] if baseline == "random" else f"{row['protocol']} vs {baseline}"
+    return [protocol, row["rule"], count(row['labeled_per_class']), str(row["pairs"]),
             pct(row["treated_mean"]), pct(row["baseline_mean"]), f"{pct(row['diff_mean'])}",
             f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]", f"{row['relative_gain']:.2f}"]
 

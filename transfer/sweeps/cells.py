@@ -30,7 +30,7 @@ from pretrain.export import load_export
 from runkit.checkpoint import seed_everything
 from runkit.device import DevicePolicy
 from runkit.preemption import Preempted
-from transfer.classifier import build_backbone, build_classifier
+from transfer.classifier import RANDOM_INITS, build_backbone, build_classifier
 from transfer.evaluate import evaluate_clip_scores, predict_videos, save_confusion
 from transfer.features import FeatureKey, FeatureSpec, cached_features, extract_features, relpaths_sha256
 from transfer.finetune import FinetuneRecipe, finetune
@@ -125,7 +125,7 @@ class Cell:
     @property
     def training_seed(self) -> int:
         """The seed of the cell's randomness; random init's replicates draw their weights from it."""
-        if self.init == "random" and self.replicate:
+        if self.init in RANDOM_INITS and self.replicate:
             return self.seed + self.replicate * REPLICATE_SEED_STRIDE
         return self.seed
 
@@ -192,6 +192,8 @@ def protocol_card(ctx: SweepContext, cell: Cell, test_clips: int, selection: str
 
 def _weights(ctx: SweepContext, cell: Cell) -> str:
     """Where the cell's backbone weights come from, for its protocol card."""
+    if cell.weights == "random_torch":
+        return f"random weight draw {cell.replicate} (Torch7's default init)"
     if cell.weights != "pretrained":
         return f"random weight draw {cell.replicate}"
     run = Path(ctx.checkpoint).parent
@@ -258,11 +260,11 @@ def _run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
 
 def feature_set(ctx: SweepContext, init: str, split_list: str, replicate: int = 0):
     """The cached features of every video of one list (`split_list` relative to out_dir), from
-    the replicate's export (pretrained) or its weight draw (random); `ctx` is the replicate's."""
+    the replicate's export (pretrained) or its weight draw (a random init); `ctx` is the replicate's."""
     spec = FeatureSpec(**ctx.recipe["features"])
     listing = _load_manifest(ctx, split_list)
     weight_seed = RANDOM_FEATURE_SEED + replicate
-    key = FeatureKey(ctx.checkpoint_sha256, init, weight_seed if init == "random" else -1,
+    key = FeatureKey(ctx.checkpoint_sha256, init, weight_seed if init in RANDOM_INITS else -1,
                      Path(split_list).stem, relpaths_sha256(listing.relpaths), ctx.frames, ctx.size,
                      ctx.data_key, asdict(spec), ctx.recipe["runtime"]["precision"])
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from runkit.errors import UserError
 from runkit.paths import resolve_path
+from transfer.classifier import INITS
 from transfer.subsets import SubsetRule
 
 PROTOCOLS = ("finetune", "linear", "knn")
 FEATURE_PROTOCOLS = ("linear", "knn")
-INITS = ("pretrained", "random")
 DATASETS = ("synthetic", "ucf101", "hmdb51")
 LEAK_ACTIONS = ("error", "warn")
 EXECUTORS = ("local", "slurm", "debug")
@@ -28,7 +28,7 @@ class SweepSpec:
     subset_seeds: tuple[int, ...] = ()              # labeled-subset draws; () = each seed draws its own
     subset_lists: tuple[str, ...] = ()              # NAME=PATH: a user's subset list, run beside the draws
     splits: tuple[int, ...] = (1,)
-    inits: tuple[str, ...] = ("pretrained", "random")
+    inits: tuple[str, ...] = ("pretrained", "random")  # transfer.classifier.INITS (random_torch: Torch7's init)
     protocols: tuple[str, ...] = ("finetune", "linear")
     checkpoint: str | None = None                   # one export, or several (pretraining runs) comma-separated
     data: str = "synthetic"
