@@ -2,6 +2,7 @@
 training resolution, and serve a method's view of them through `videodata.clips.ClipDataset`."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 from pretrain.methods.base import DataView
 from runkit.paths import resolve_path
 from videodata.audit import AuditResult, audit_pool, check
-from videodata.cache import ClipCache
+from videodata.cache import REPORT_NAME, ClipCache
 from videodata.clips import ClipDataset
 from videodata.errors import VideoDataError
 from videodata.folder import list_videos
@@ -120,21 +121,40 @@ def build_cache(data_cfg: Any, frames: int, size: int) -> tuple[ClipCache, Audit
         return cache, audit(data_cfg, list(cache.records))
     records, desc = select_records(data_cfg)
     audited = audit(data_cfg, records)
-    stabilise = None
-    if data_cfg.stabilise:  # OpenCV is imported only by a stabilised build
-        from videodata.stabilise import StabiliseConfig
-        stabilise = StabiliseConfig()
+    stabilise = stabilise_config(data_cfg)
     cache = ClipCache.build(records, resolve_path(data_cfg.cache_root), size=size,
                             max_frames=cached_frames(data_cfg, frames), stride=data_cfg.stride,
                             resize=data_cfg.resize, workers=data_cfg.decode_workers,
                             stabilise=stabilise)
-    log.info("pretraining on %s%s", desc, ", stabilised" if data_cfg.stabilise else "")
+    if stabilise is not None:
+        counts = json.loads((cache.folder / REPORT_NAME).read_text())["stabilisation"]
+        log.info("pretraining on %s, stabilised clip by clip: %d clips kept, %d dropped (%d of %d frames; "
+                 "%s)", desc, counts["clips_stabilised"], counts["clips_dropped"], counts["frames_kept"],
+                 counts["frames_decoded"], cache.folder / REPORT_NAME)
+    else:
+        log.info("pretraining on %s", desc)
     return cache, audited
+
+
+def stabilise_config(data_cfg: Any):
+    """The `videodata.stabilise.StabiliseConfig` of `data.stabilise` (None when off): failed clips
+    dropped, `data.skip_frames` skipped first, up to `data.max_clips` clips per video."""
+    section = data_cfg.stabilise
+    if not section.enabled:
+        return None
+    from videodata.stabilise import StabiliseConfig  # OpenCV is imported only by a stabilised build
+
+    knobs = OmegaConf.to_container(section) if OmegaConf.is_config(section) else dict(vars(section))
+    knobs.pop("enabled")
+    return StabiliseConfig(**knobs, on_failure="drop", skip=data_cfg.skip_frames, max_clips=data_cfg.max_clips)
 
 
 def cached_frames(data_cfg: Any, frames: int) -> int:
     """Frames the cache keeps per video: a clip's for sampling=first, `data.max_frames` for random
-    starts, and every clip's for the original's consecutive clips (skip + max_clips x frames)."""
+    starts, and every clip's for the original's consecutive clips (skip + max_clips x frames);
+    stabilised, every clip the stabiliser may cut (skip + max_clips x stabilise.clip_frames)."""
+    if data_cfg.stabilise.enabled:
+        return data_cfg.skip_frames + data_cfg.max_clips * data_cfg.stabilise.clip_frames
     if data_cfg.sampling == "consecutive":
         return data_cfg.skip_frames + data_cfg.max_clips * frames
     return max(frames, data_cfg.max_frames) if data_cfg.sampling == "random" else frames
@@ -144,6 +164,10 @@ def pretraining_dataset(data_cfg: Any, view: DataView, size: int, seed: int) -> 
     """The cache-backed dataset serving a method's data view (unlabeled: labels are ignored), and
     the leakage audit's result (None when data.audit.target is none)."""
     cache, audited = build_cache(data_cfg, view.frames, size)
+    if data_cfg.stabilise.enabled:  # every cache item is one stabilised clip, the skip already made
+        dataset = ClipDataset(cache, view.frames, sampling=view.sampling, views=view.views, seed=seed,
+                              skip=0, max_clips=1)
+        return dataset, audited
     dataset = ClipDataset(cache, view.frames, sampling=view.sampling, views=view.views, seed=seed,
                           skip=data_cfg.skip_frames, max_clips=data_cfg.max_clips)
     if view.sampling == "consecutive":

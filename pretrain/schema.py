@@ -28,6 +28,25 @@ class AuditConfig:
 
 
 @dataclass
+class StabiliseSection:
+    """data.stabilise: undo camera motion clip by clip before caching (videodata.stabilise.
+    StabiliseConfig; failed clips are dropped, data.skip_frames and data.max_clips apply). The fast
+    defaults here; experiment=vgan_paper sets the original's values."""
+    enabled: bool = False
+    method: str = "flow"              # flow (Lucas-Kanade) | sift (the original's) | orb
+    matcher: str = "bf"               # bf (exact, = the original's linear FLANN index) | flann_kdtree
+    estimate_size: int = 120          # short side motion is estimated at; 0: native (the original)
+    max_features: int = 100           # 0 (sift only): every keypoint (the original)
+    min_matches: int = 10             # the original's MIN_MATCH_COUNT
+    min_inliers: int = 10             # RANSAC inliers needed (the original: no check, i.e. 4)
+    min_inlier_fraction: float = 0.25  # of the candidates (the original: 0)
+    check_steps: bool = True          # fail a clip on a degenerate frame-to-frame warp (the original: no)
+    min_coverage: float = 0.5         # end a clip below this window coverage (the original: 0 = empty)
+    clip_frames: int = 34             # the original: its reference + MAX_FRAMES (33)
+    min_frames: int = 16              # shorter clips are dropped (the original's MIN_FRAMES)
+
+
+@dataclass
 class DataConfig:
     source: str = "synthetic"         # synthetic | folder | ucf101 | cache
     root: str = ""                    # folder: videos dir or file list; ucf101: the UCF-101 folder
@@ -42,9 +61,11 @@ class DataConfig:
     stride: int = 1
     resize: str = "crop"              # crop | stretch
     sampling: str = "first"           # first frames | random start | consecutive (the original's clips)
-    skip_frames: int = 2              # consecutive: frames skipped at the start of each video
-    max_clips: int = 100              # consecutive: clips cut from each video at most
-    stabilise: bool = False           # warp every frame into its video's reference frame (videodata.stabilise)
+    skip_frames: int = 2              # consecutive or stabilised: frames skipped at the start of each video
+    max_clips: int = 100              # consecutive or stabilised: clips cut from each video at most
+    stabilise: StabiliseSection = field(default_factory=StabiliseSection)
+    replacement: bool = False         # batches drawn uniformly with replacement (the original's loader)
+                                      # instead of walking seeded permutations of the clips
     loader_workers: int = 0
     decode_workers: int = 2
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -160,6 +181,8 @@ CHOICES = {
     "data.sampling": ("first", "random", "consecutive"),
     "data.resize": ("crop", "stretch"),
     "data.missing": ("error", "skip"),
+    "data.stabilise.method": ("flow", "sift", "orb"),
+    "data.stabilise.matcher": ("bf", "flann_kdtree"),
     "model.generator": ("two_stream", "one_stream"),
     "model.d_norm": ("batch", "none"),
     "trainer.loss": ("softmax", "bce", "hinge"),
@@ -204,6 +227,12 @@ def validate(cfg: Any) -> None:
     if cfg.data.skip_frames < 0 or cfg.data.max_clips < 1:
         raise ConfigError(f"config data.skip_frames must be >= 0 and data.max_clips >= 1; got "
                           f"{cfg.data.skip_frames}, {cfg.data.max_clips}")
+    if cfg.data.stabilise.enabled:
+        from pretrain.data import stabilise_config  # OpenCV only when stabilising
+        try:
+            stabilise_config(cfg.data)
+        except ValueError as exc:
+            raise ConfigError(f"config data.stabilise: {exc}") from None
     try:
         check_clip_shape(cfg.model.frames, cfg.model.size, cfg.model.width)
     except ValueError as exc:

@@ -214,7 +214,8 @@ class Trainer:
     def _loader(self, dataset: Dataset) -> DataLoader:
         t = self.cfg.trainer
         sampler = ClipBatchSampler(len(dataset), t.batch_size, seed=t.seed, start_step=self.step,
-                                   rank=self.info.rank, world_size=self.info.world_size)
+                                   rank=self.info.rank, world_size=self.info.world_size,
+                                   replacement=self.cfg.data.replacement)
         workers = self.cfg.data.loader_workers
         # Its own generator: a DataLoader iterator otherwise draws its worker base seed from the
         # global torch RNG, which would shift the noise stream of a resumed run by one draw.

@@ -1,8 +1,10 @@
 """The original's pretraining data (cvondrick/videogan extra/stabilize_videos_many.py): each
 video cut into up to 100 consecutive clips after skipping 2 frames, clips sampled rather than
-videos, every video stabilised first (`data.sampling=consecutive`, `data.stabilise=true`, the
-vgan_paper preset)."""
+videos, every clip stabilised against its own first frame (`data.sampling=consecutive`,
+`data.stabilise.enabled=true`, the vgan_paper preset)."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from pretrain.config import compose
 from pretrain.data import cached_frames, pretraining_dataset
 from pretrain.methods.base import DataView
 from pretrain.trainer import Trainer, as_config
+from videodata.cache import REPORT_NAME
 from videodata.clips import ClipDataset, consecutive_clips
 
 
@@ -70,17 +73,22 @@ def tiny_cfg(tmp_path, *extra):
 
 
 def test_pretraining_on_stabilised_consecutive_clips(tmp_path):
-    cfg = tiny_cfg(tmp_path, "data.sampling=consecutive", "data.stabilise=true", "data.max_clips=100")
-    assert cached_frames(cfg.data, 16) == 2 + 100 * 16  # whole videos, up to every clip
+    cfg = tiny_cfg(tmp_path, "data.sampling=consecutive", "data.stabilise.enabled=true", "data.max_clips=100",
+                   "data.stabilise.clip_frames=17", "data.stabilise.min_frames=12")
+    assert cached_frames(cfg.data, 16) == 2 + 100 * 17  # every clip the stabiliser may cut
     dataset, _ = pretraining_dataset(cfg.data, DataView(16, 1, "consecutive"), 16, seed=0)
     cache = dataset.cache
-    assert cache.params["stabilise"] is not None  # a stabilised build, its own fingerprint
-    lengths = [cache.num_frames(v) for v in range(len(cache))]
-    assert len(cache) == 3 and all(32 < n <= 40 for n in lengths)  # the pan may end a video early
-    assert len(dataset) == sum((n - 2) // 16 for n in lengths)
+    assert cache.params["stabilise"]["skip"] == 2  # a stabilised build, its own fingerprint
+    # 40 frames, 2 skipped: two clips of 17 (each against its own first frame) and a rest of 4,
+    # too short (< 12): every cache item is one stabilised clip, two per video
+    assert len(cache) == 6 and [cache.num_frames(v) for v in range(6)] == [17] * 6
+    assert [r.relpath for r in cache.records][::2] == [r.relpath for r in cache.records][1::2]
+    report = json.loads((cache.folder / REPORT_NAME).read_text())["stabilisation"]
+    assert (report["clips_stabilised"], report["clips_dropped"], report["frames_kept"]) == (6, 3, 6 * 17)
+    assert len(dataset) == 6  # one clip per item, from its first frame (the skip already made)
     for item in range(len(dataset)):
         clip, _ = dataset[item]
-        np.testing.assert_array_equal(clip.numpy(), cache.clip(dataset.video(item), 16, start=int(dataset.starts[item])))
+        np.testing.assert_array_equal(clip.numpy(), cache.clip(item, 16, start=0))
     result = Trainer(cfg).fit()
     assert result.step == 2 and result.export_path.is_file()
 
@@ -90,3 +98,15 @@ def test_vgan_reads_consecutive_clips_and_the_view_methods_keep_random_windows(t
     for method in ("contrastive", "speed"):
         trainer = Trainer(tiny_cfg(tmp_path, f"method={method}", "data.sampling=consecutive"))
         assert trainer.method.data_view().sampling == "random", method
+
+
+def test_the_paper_loader_draws_clips_with_replacement(tmp_path):
+    """data.replacement=true (vgan_paper, as data/donkey_video2.lua's sample()): each batch's clips
+    are uniform draws, keyed by step, the same whatever the resume point."""
+    trainer = Trainer(tiny_cfg(tmp_path, "data.replacement=true", "trainer.batch_size=8"))
+    sampler = trainer._loader(trainer._data()).batch_sampler
+    assert sampler.replacement
+    draws = np.array([[item for item, _ in sampler.global_batch(step)] for step in range(50)])
+    assert len(np.unique(draws)) == len(trainer.dataset)  # every clip reachable
+    assert any(len(set(row)) < len(row) for row in draws)  # a clip may come twice in a batch
+    assert not Trainer(tiny_cfg(tmp_path)).cfg.data.replacement

@@ -38,10 +38,17 @@ def test_vgan_paper_preset_has_every_paper_setting():
     assert (m.generator, m.width, m.frames, m.size, m.z_dim) == ("two_stream", 64, 32, 64, 100)
     assert (m.d_norm, m.d_bn_eps, m.spectral_norm, m.init_std) == ("batch", 1e-3, False, 0.01)
     assert (t.batch_size, t.loss, t.mask_lambda, t.reuse_fakes, t.r1_gamma, t.ema) == (64, "softmax", 0.1, True, 0.0, False)
+    # main.lua's budget (niter = 100 epochs over the clip list) and G step (fGx on D's stored output)
+    assert (t.epochs, t.g_from_stored_logits) == (100, True)
     assert (o.lr_g, o.lr_d, o.beta1, o.beta2) == (2e-4, 2e-4, 0.5, 0.999)
-    # the original's data: stabilised videos, 2 frames skipped, up to 100 consecutive clips each
-    assert (cfg.data.sampling, cfg.data.skip_frames, cfg.data.max_clips, cfg.data.stabilise) == \
-        ("consecutive", 2, 100, True)
+    # the original's data (extra/stabilize_videos_many.py): 2 frames skipped, up to 100 clips of
+    # 34 frames each stabilised against its own first frame, SIFT on the native frame, >= 10 matches
+    assert (cfg.data.sampling, cfg.data.skip_frames, cfg.data.max_clips, cfg.data.replacement) == \
+        ("consecutive", 2, 100, True)  # clips drawn with replacement, as data/donkey_video2.lua
+    st = cfg.data.stabilise
+    assert (st.enabled, st.method, st.estimate_size, st.max_features, st.min_matches, st.clip_frames,
+            st.min_frames, st.min_coverage, st.check_steps, st.min_inlier_fraction) == \
+        (True, "sift", 0, 0, 10, 34, 16, 0.0, False, 0.0)
     validate(as_config(cfg))
 
 

@@ -241,9 +241,12 @@ def test_a_stabilised_sweep_keeps_every_video_and_counts_the_unstabilisable(tiny
                   and ClipCache.open(c).params.get("stabilise", {}).get("on_failure") == "plain"]
     assert stabilised, "no stabilised cache was built"
     report = json.loads((stabilised[0] / REPORT_NAME).read_text())
-    card = entry["result"]["protocol"]["stabilised"]
-    assert card == f"yes; {len(report['unstabilised'])} of {report['cached']} videos could not be and were kept as decoded"
-    assert report["failed"] == [] and len(report["unstabilised"]) < report["cached"]  # most were stabilised
+    card, counts = entry["result"]["protocol"]["stabilised"], report["stabilisation"]
+    clips = counts["clips_stabilised"] + counts["clips_plain"]
+    assert card == (f"yes, clip by clip (34 frames); {counts['clips_plain']} of {clips} clips could not be and were "
+                    f"kept as decoded, in {len(report['unstabilised'])} of {report['cached']} videos")
+    assert report["failed"] == [] and counts["clips_plain"] < clips  # most were stabilised
+    assert counts["clips_dropped"] == 0 and counts["frames_kept"] == counts["frames_decoded"]  # every frame kept
 
 
 def test_validate_mode_never_reads_a_test_list(tiny, monkeypatch):

@@ -9,7 +9,8 @@ Decoding while training cannot feed a GAN (see FACTS.md: reading a clip from a u
         shard_00000.json  per video: offset, frame count, fps, or the decode error
         ...
         report.json       videos that could not be decoded or stabilised (path + error), skipped;
-                          with on_failure="plain", those kept unstabilised (path + reason)
+                          a stabilised build also counts clips stabilised / kept plain / dropped
+                          ("stabilisation") and lists the videos with plain clips
         extents.npy       per cached video, one row each: shard, offset, frames, fps, label
                           (numpy structured array `EXTENT_DTYPE`, memory-mapped at open)
         index.sqlite      written last: its presence marks a finished cache. Table `meta` (format,
@@ -155,9 +156,10 @@ def _build_shard(folder: str, shard: int, paths: list[str], size: tuple[int, int
                  stabilise: "StabiliseConfig | None" = None) -> dict:
     """Decode one shard's videos (a worker process) and write its .npy, then its .json.
 
-    With `stabilise`, each video goes through `decode_stabilised`; one that cannot be stabilised
-    is recorded like an undecodable one (its error names the reason), and one whose warp leaves
-    the frame early keeps its stabilised frames, with the reason under "ended"."""
+    With `stabilise`, each video goes through `decode_stabilised`, clip by clip: the video's entry
+    lists its kept clips ("clips": offset, frames, status) and counts what happened
+    ("stabilisation"); one none of whose clips could be stabilised (on_failure="drop") is
+    recorded like an undecodable one (its error names the first clip's reason)."""
     import torch
 
     # One thread per worker (decode_video is numpy/FFmpeg); restored after, since with one
@@ -183,7 +185,7 @@ def _decode_shard(folder: str, shard: int, paths: list[str], size: tuple[int, in
                   stabilise: "StabiliseConfig | None") -> dict:
     from videodata.decode import decode_video, probe_video
     if stabilise is not None:
-        from videodata.stabilise import StabilisationError, decode_stabilised
+        from videodata.stabilise import decode_stabilised
     arrays, videos, offset = [], [], 0
     for path in paths:
         notes = {}
@@ -191,16 +193,10 @@ def _decode_shard(folder: str, shard: int, paths: list[str], size: tuple[int, in
             if stabilise is None:
                 frames = decode_video(path, size, max_frames=max_frames, stride=stride, resize=resize)
             else:
-                try:
-                    frames, report = decode_stabilised(path, size, max_frames=max_frames, stride=stride,
-                                                       resize=resize, cfg=stabilise, return_report=True)
-                    if report.ended:
-                        notes["ended"] = report.ended
-                except StabilisationError as exc:
-                    if stabilise.on_failure != "plain":
-                        raise
-                    frames = decode_video(path, size, max_frames=max_frames, stride=stride, resize=resize)
-                    notes["unstabilised"] = exc.reason
+                frames, report = decode_stabilised(path, size, max_frames=max_frames, stride=stride,
+                                                   resize=resize, cfg=stabilise, return_report=True)
+                notes["clips"] = [list(kept) for kept in report.kept()]
+                notes["stabilisation"] = _clip_counts(report)
             fps = probe_video(path).fps
         except Exception as exc:  # any failure is one video's problem, never the build's
             videos.append({"offset": offset, "frames": 0, "fps": 0.0,
@@ -216,6 +212,34 @@ def _decode_shard(folder: str, shard: int, paths: list[str], size: tuple[int, in
     meta = {"shard": shard, "total_frames": int(data.shape[0]), "videos": videos}
     atomic_write_json(meta_path, meta)
     return meta
+
+
+def _clip_counts(report) -> dict:
+    """One video's `StabiliseReport` in a shard's metadata: counts, and why clips were not stabilised."""
+    return {"frames_in": report.frames_in, "frames_out": report.frames_out,
+            **{status: report.count(status) for status in ("stabilised", "plain", "dropped")},
+            "reasons": [clip.reason for clip in report.clips if clip.status != "stabilised"]}
+
+
+def stabilisation_summary(videos: list[tuple[str, dict]], on_failure: str, clip_frames: int) -> dict:
+    """What stabilisation did to a video set (report.json's "stabilisation"), from the shard
+    entries (path, entry) of the videos it could decode."""
+    counts = [video["stabilisation"] for _, video in videos]
+    kinds: dict[str, int] = {}
+    for c in counts:
+        for reason in c["reasons"]:
+            kind = re.sub(r" at frame \d+.*| \(.*", "", reason.split(",")[0])
+            kinds[kind] = kinds.get(kind, 0) + 1
+    total = lambda key: sum(c[key] for c in counts)
+    stabilised_frames = sum(frames for _, video in videos for _, frames, status in video["clips"]
+                            if status == "stabilised")
+    return {"clip_frames": clip_frames, "on_failure": on_failure, "videos": len(videos),
+            "clips_stabilised": total("stabilised"), "clips_plain": total("plain"),
+            "clips_dropped": total("dropped"), "frames_decoded": total("frames_in"),
+            "frames_kept": total("frames_out"), "frames_stabilised": stabilised_frames,
+            "videos_with_plain_clips": sum(c["plain"] > 0 for c in counts),
+            "videos_with_dropped_clips": sum(c["dropped"] > 0 for c in counts),
+            "reasons": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
 
 
 def _build_shards(folder: str, tasks: list[tuple[int, list[str]]], size: tuple[int, int],
@@ -521,9 +545,12 @@ class ClipCache:
               shards_per_job: int | None = None) -> "ClipCache":
         """Decode `records` once into `<cache_root>/<fingerprint>/` (or reuse a finished one).
 
-        `stabilise`: undo camera motion first (`videodata.stabilise.decode_stabilised`, the
-        original VGAN's "frames-stable-nofail"); its config is part of the fingerprint and of
-        `params`, and videos that cannot be stabilised are left out like undecodable ones.
+        `stabilise`: undo camera motion first, clip by clip (`videodata.stabilise.decode_stabilised`,
+        the original VGAN's data); its config is part of the fingerprint and of `params`. With
+        on_failure="drop" (pretraining) every stabilised clip is one cache item (a video's clips
+        in a row, failed clips left out, a video without one left out like an undecodable one);
+        with "plain" (labeled sets) a video is one item holding every clip, failed ones as decoded.
+        report.json counts the clips ("stabilisation").
         `on_shard_done(i)` is called in this process after shard i is on disk (tests use it to
         simulate a kill mid-build).
 
@@ -591,20 +618,31 @@ class ClipCache:
         finally:
             bar.close()
 
-        rows, extents, failed, plain = [], [], [], []
+        rows, extents, failed, plain, decoded = [], [], [], [], []
+        per_clip = stabilise is not None and stabilise.on_failure == "drop"
         for shard in range(num_shards):
             for rec, video in zip(chunks[shard], metas[shard]["videos"]):
                 if video["error"] is not None:
                     failed.append({"path": rec.path, "error": video["error"]})
                     continue
-                if "unstabilised" in video:
-                    plain.append({"path": rec.path, "reason": video["unstabilised"]})
-                rows.append((rec.path, rec.relpath, rec.label, rec.class_name, rec.group, rec.clip,
-                             *_source_stamp(rec.path)))
-                extents.append((shard, video["offset"], video["frames"], video["fps"], rec.label))
-        report = {"videos": len(records), "cached": len(rows), "failed": failed}
+                decoded.append((rec.path, video))
+                row = (rec.path, rec.relpath, rec.label, rec.class_name, rec.group, rec.clip,
+                       *_source_stamp(rec.path))
+                if stabilise is not None and video["stabilisation"]["plain"]:
+                    counts = video["stabilisation"]
+                    plain.append({"path": rec.path, "plain_clips": counts["plain"], "clips": len(video["clips"]),
+                                  "reason": counts["reasons"][0]})
+                # The pretraining pool is the stabilised clips: one cache item each, a video's in a row.
+                spans = [(offset, frames) for offset, frames, _ in video["clips"]] if per_clip \
+                    else [(0, video["frames"])]
+                for offset, frames in spans:
+                    rows.append(row)
+                    extents.append((shard, video["offset"] + offset, frames, video["fps"], rec.label))
+        report = {"videos": len(records), "cached": len(decoded), "items": len(rows), "failed": failed}
         if stabilise is not None:
-            report["unstabilised"] = plain  # cached as decoded (StabiliseConfig.on_failure="plain")
+            # labeled sets (on_failure="plain"): the videos with clips kept as decoded
+            report["unstabilised"] = plain
+            report["stabilisation"] = stabilisation_summary(decoded, stabilise.on_failure, stabilise.clip_frames)
         atomic_write_json(folder / REPORT_NAME, report)
         if not rows:
             raise VideoDataError(f"no video in {len(records)} could be decoded; see "

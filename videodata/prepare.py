@@ -40,12 +40,13 @@ def build_caches(sets: dict[str, list], cache_root: str, *, size: int, max_frame
                  run_jobs=None, shards_per_job: int | None = None, stabilise: str = "off",
                  show_progress: bool = True) -> dict[str, ClipCache]:
     """One cache per named list of records (built, resumed or reused). `stabilise`: "off",
-    "drop" (unstabilisable videos left out: pretraining's `data.stabilise=true`) or "plain"
-    (kept as decoded: the transfer recipes' `cache.stabilise=true`)."""
+    "drop" (clip by clip, failed clips left out, 2 frames skipped first: pretraining's
+    `data.stabilise.enabled=true` with its other defaults) or "plain" (failed clips kept as
+    decoded: the transfer recipes' `cache.stabilise=true`)."""
     config = None
     if stabilise != "off":
         from videodata.stabilise import StabiliseConfig  # OpenCV only when asked for
-        config = StabiliseConfig(on_failure=stabilise)
+        config = StabiliseConfig(on_failure=stabilise, skip=2 if stabilise == "drop" else 0)
     return {name: ClipCache.build(records, cache_root, size=size, max_frames=max_frames, stride=stride,
                                   workers=workers, videos_per_shard=videos_per_shard, run_jobs=run_jobs,
                                   shards_per_job=shards_per_job, stabilise=config, show_progress=show_progress)
@@ -108,9 +109,9 @@ def parse_args(argv: list[str] | None = None):
     cache.add_argument("--stride", type=int, default=1, help="cache every stride-th frame")
     cache.add_argument("--videos-per-shard", type=int, default=DEFAULT_VIDEOS_PER_SHARD)
     cache.add_argument("--stabilise", default="off", choices=("off", "drop", "plain"),
-                       help="stabilise every video; one that cannot be is dropped (as pretraining's "
-                            "data.stabilise=true) or kept as decoded (as the transfer recipes' "
-                            "cache.stabilise=true); default off")
+                       help="stabilise every video clip by clip; a clip that cannot be is dropped (as "
+                            "pretraining's data.stabilise.enabled=true) or kept as decoded (as the "
+                            "transfer recipes' cache.stabilise=true); default off")
     run_group = parser.add_argument_group("where the decoding runs")
     run_group.add_argument("--executor", default="process", choices=EXECUTORS,
                            help="process: --workers processes here; local/slurm/debug: a job per "

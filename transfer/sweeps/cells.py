@@ -202,12 +202,15 @@ def _weights(ctx: SweepContext, cell: Cell) -> str:
 
 
 def _stabilised(ctx: SweepContext) -> str:
-    """Whether the labeled videos were stabilised, and how many could not be (kept as decoded)."""
+    """Whether the labeled videos were stabilised, and how many clips could not be (kept as decoded)."""
     if not ctx.recipe["cache"].get("stabilise"):
         return "no"
     report = json.loads((Path(ctx.eval_cache) / REPORT_NAME).read_text())
-    plain = len(report.get("unstabilised", []))
-    return f"yes; {plain} of {report['cached']} videos could not be and were kept as decoded"
+    counts = report["stabilisation"]
+    clips = counts["clips_stabilised"] + counts["clips_plain"]
+    return (f"yes, clip by clip ({counts['clip_frames']} frames); {counts['clips_plain']} of {clips} clips "
+            f"could not be and were kept as decoded, in {counts['videos_with_plain_clips']} of "
+            f"{report['cached']} videos")
 
 
 def _metrics_result(ctx: SweepContext, cell: Cell, probabilities: np.ndarray, test_labels, train_labels,

@@ -37,10 +37,11 @@ class CacheRecipe:
     train_max_frames: Optional[int] = 64   # fine-tune training clips come from the first frames
     eval_max_frames: Optional[int] = None  # test (and probe) clips spread over the whole video
     eval_stride: int = 1                   # keep every k-th frame of the whole video (storage)
-    # Stabilise every labeled video first (videodata.stabilise), as the original fine-tuned on
-    # stabilised frames. A video that cannot be stabilised is kept as decoded (not dropped, as the
-    # original's "nofail" lists did): the official test lists and the label-fraction draws stay
-    # whole, so numbers remain comparable; the protocol card counts those videos.
+    # Stabilise every labeled video first, clip by clip (videodata.stabilise), as the original
+    # fine-tuned on stabilised frames. A clip that cannot be stabilised is kept as decoded (not
+    # dropped, as the original's "nofail" lists did): every video keeps every frame, so the
+    # official test lists and the label-fraction draws stay whole and numbers remain comparable;
+    # the protocol card counts those clips.
     stabilise: bool = False
 
     def __post_init__(self):
@@ -52,7 +53,7 @@ class CacheRecipe:
             raise ValueError(f"cache.eval_stride must be >= 1, got {self.eval_stride}")
 
     def stabilise_config(self):
-        """The caches' `StabiliseConfig` (keeping unstabilisable videos plain), or None."""
+        """The caches' `StabiliseConfig` (keeping unstabilisable clips plain), or None."""
         if not self.stabilise:
             return None
         from videodata.stabilise import StabiliseConfig  # OpenCV only when asked for
