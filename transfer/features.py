@@ -3,7 +3,8 @@
 A feature file holds, for every video of one list (a split's train or test list), the pooled
 features of N clips spread evenly over the video: float32 (videos, clips, dims), with the labels
 and relpaths. Its name is a hash of everything that changes the numbers (checkpoint file hash,
-init and init seed, the video list, clip frames/size/count, layer, pooling, precision), so a
+init and init seed, the video list, clip frames/size/count, layer, pooling, precision, and the
+videos BatchNorm statistics were re-estimated on, if they were), so a
 probe sweep extracts each (checkpoint, init, split, clip protocol) once and every cell of it
 only reads. Concurrent cells wanting the same file serialise on a lock file: one extracts, the
 others wait and read. Files are written atomically.
@@ -30,6 +31,10 @@ from videodata.clips import ClipDataset, collate_clips, loader_context
 from videodata.decode import to_model_input
 
 POOLINGS = ("avg", "max", "avgmax", "flatten")
+# "stored": BatchNorm normalises with the running statistics the checkpoint holds (a GAN
+# discriminator's are about half generated clips); "train_videos": re-estimated first on the
+# clips of the split's training videos (labels unused), then frozen for every list
+BN_STATS = ("stored", "train_videos")
 FORMAT = "vganbench.features/1"
 
 
@@ -39,10 +44,13 @@ class FeatureSpec:
     pooling: str = "avgmax"
     num_clips: int = 10
     batch_size: int = 64            # clips per extraction batch
+    bn_stats: str = "stored"        # stored | train_videos (BN_STATS)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise ValueError(f"features.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.bn_stats not in BN_STATS:
+            raise ValueError(f"features.bn_stats must be one of {BN_STATS}, got {self.bn_stats!r}")
         if self.num_clips < 1 or self.batch_size < 1:
             raise ValueError(f"features.num_clips and features.batch_size must be >= 1, got "
                              f"{self.num_clips}, {self.batch_size}")
@@ -87,6 +95,38 @@ def extract_features(backbone: nn.Module, dataset: ClipDataset, spec: FeatureSpe
     return torch.cat(out).cpu().numpy()  # one copy back: features then move to the probes once
 
 
+class _FeatureForward(nn.Module):
+    """uint8 (B, N, T, H, W, 3) batches -> the layer's features: the model `update_bn` runs."""
+
+    def __init__(self, backbone: nn.Module, spec: FeatureSpec, policy: DevicePolicy):
+        super().__init__()
+        self.backbone, self.spec, self.policy = backbone, spec, policy
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        x = to_model_input(self.policy.to(clips.flatten(0, 1)), channels_last=self.policy.channels_last)
+        with self.policy.autocast():
+            return self.backbone.forward_features(x, self.spec.layer)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(backbone: nn.Module, dataset: ClipDataset, spec: FeatureSpec, policy: DevicePolicy, *,
+                         loader_workers: int = 0) -> int:
+    """Replace every BatchNorm's running statistics by their average over one pass of `dataset`'s
+    clips (torch.optim.swa_utils.update_bn: statistics reset, cumulative average), up to the
+    features' layer; the backbone is left in eval mode. Returns the number of BatchNorm layers."""
+    from torch.optim.swa_utils import update_bn
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        return 0
+    loader = DataLoader(dataset, batch_size=max(1, spec.batch_size // dataset.num_clips), shuffle=False,
+                        num_workers=loader_workers, collate_fn=collate_clips, pin_memory=policy.pin_memory,
+                        multiprocessing_context=loader_context(loader_workers),
+                        generator=torch.Generator().manual_seed(0))
+    update_bn(loader, _FeatureForward(backbone, spec, policy))
+    backbone.eval()
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
+
+
 @dataclass(frozen=True)
 class FeatureKey:
     checkpoint_sha256: str
@@ -99,6 +139,7 @@ class FeatureKey:
     data_fingerprint: str
     spec: dict              # FeatureSpec as a dict
     precision: str = "fp32"
+    bn_videos_sha256: str = ""  # bn_stats="train_videos": the videos the statistics came from
 
     def digest(self) -> str:
         blob = json.dumps({**asdict(self), "format": FORMAT}, sort_keys=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 import traceback
@@ -32,7 +33,8 @@ from runkit.device import DevicePolicy
 from runkit.preemption import Preempted
 from transfer.classifier import RANDOM_INITS, build_backbone, build_classifier
 from transfer.evaluate import evaluate_clip_scores, predict_videos, save_confusion
-from transfer.features import FeatureKey, FeatureSpec, cached_features, extract_features, relpaths_sha256
+from transfer.features import (FeatureKey, FeatureSpec, cached_features, extract_features, reestimate_batchnorm,
+                               relpaths_sha256)
 from transfer.finetune import FinetuneRecipe, finetune
 from transfer.knn import fit_knn
 from transfer.ledger import Ledger
@@ -267,21 +269,35 @@ def feature_set(ctx: SweepContext, init: str, split_list: str, replicate: int = 
     spec = FeatureSpec(**ctx.recipe["features"])
     listing = _load_manifest(ctx, split_list)
     weight_seed = RANDOM_FEATURE_SEED + replicate
+    bn_list = _load_manifest(ctx, _train_list_of(split_list)) if spec.bn_stats == "train_videos" else None
     key = FeatureKey(ctx.checkpoint_sha256, init, weight_seed if init in RANDOM_INITS else -1,
                      Path(split_list).stem, relpaths_sha256(listing.relpaths), ctx.frames, ctx.size,
-                     ctx.data_key, asdict(spec), ctx.recipe["runtime"]["precision"])
+                     ctx.data_key, asdict(spec), ctx.recipe["runtime"]["precision"],
+                     relpaths_sha256(bn_list.relpaths) if bn_list is not None else "")
 
     def compute():
         policy = ctx.policy()
         seed_everything(weight_seed)
         backbone = policy.module(build_backbone(load_export(ctx.checkpoint), init))
         cache = ClipCache.open(ctx.eval_cache)
+        if bn_list is not None:  # labels unused: the training videos' clips only set the statistics
+            reestimate_batchnorm(backbone, ClipDataset(cache, ctx.frames, sampling="uniform", num_clips=spec.num_clips,
+                                                       items=_indices(cache, bn_list.relpaths, bn_list.path.name)),
+                                 spec, policy, loader_workers=ctx.loader_workers)
         dataset = ClipDataset(cache, ctx.frames, sampling="uniform", num_clips=spec.num_clips,
                               items=_indices(cache, listing.relpaths, listing.path.name))
         features = extract_features(backbone, dataset, spec, policy, loader_workers=ctx.loader_workers)
         return features, np.asarray(listing.labels), list(listing.relpaths)
 
     return cached_features(ctx.path("features"), key, compute)
+
+
+def _train_list_of(split_list: str) -> str:
+    """The training list of the split a list belongs to (`manifests/split<n>_<name>.txt`)."""
+    match = re.match(r"split(\d+)_", Path(split_list).name)
+    if match is None:
+        raise ValueError(f"{split_list}: not a split's list (manifests/split<n>_<name>.txt)")
+    return f"manifests/split{match.group(1)}_train.txt"
 
 
 def _run_probe(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
