@@ -359,7 +359,7 @@ def test_real_ucf101_clips(ucf_videos):
 @pytest.mark.shared_data
 def test_real_ucf101_clips_keep_nine_in_ten_frames(ucf_videos):
     """Clip by clip, the fast default keeps >= 90% of the 31 real videos' frames in stabilised
-    clips (chained to frame 0, the whole-video stabiliser kept 74%: benchmarks/RESULTS.md)."""
+    clips (chained to frame 0 over the whole video, 71%: benchmarks/RESULTS.md, Stabilisation)."""
     decoded = kept = 0
     for path in sorted(ucf_videos.glob("*/*.avi")):
         _, report = decode_stabilised(path, 32, return_report=True)

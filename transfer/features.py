@@ -44,7 +44,7 @@ class FeatureSpec:
     pooling: str = "avgmax"
     num_clips: int = 10
     batch_size: int = 64            # clips per extraction batch
-    bn_stats: str = "stored"        # stored | train_videos (BN_STATS)
+    bn_stats: str = "stored"        # stored | train_videos (BN_STATS); stored chosen on validation (RESULTS.md)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:

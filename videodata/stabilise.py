@@ -303,7 +303,7 @@ class _FeatureEstimator:
         if cur is None:
             raise _Fail(f"too few keypoints at frame {k} ({found} < {self.cfg.min_matches})")
         if prev is None:
-            return None  # frame 0 (a failed previous frame has already raised)
+            return None  # the clip's reference (a failed previous frame has already raised)
         pairs = self.matcher.knnMatch(cur[1], prev[1], k=2)
         good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < LOWE_RATIO * m[1].distance]
         src = cur[0][[m.queryIdx for m in good]].reshape(-1, 1, 2)
