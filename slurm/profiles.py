@@ -19,6 +19,8 @@ import yaml
 from runkit.errors import UserError, yaml_problem
 
 PROFILE_DIR = Path(__file__).resolve().parent / "conf" / "cluster"
+# the kinds of sweep job a profile sizes (each transfer protocol names its kind)
+JOB_KINDS = ("train", "features")
 
 
 class ProfileError(UserError, ValueError):
@@ -105,16 +107,18 @@ class ClusterProfile:
         return self.nodes * self.tasks_per_node
 
     def job_request(self, kind: str) -> JobRequest:
-        """The resources of one sweep job: "finetune" (one cell) or "probe" (a split's probe cells)."""
-        if kind not in ("finetune", "probe"):
-            raise ValueError(f"job kind must be 'finetune' or 'probe', got {kind!r}")
+        """The resources of one sweep job: "train" (one cell that trains a network, e.g. fine-tuning)
+        or "features" (cells that share frozen features: a GPU to extract them, `probe_cpus` CPUs
+        to fit the probes)."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"job kind must be one of {JOB_KINDS}, got {kind!r}")
         gpus = self.gpus_per_task
         if gpus:
             cpus = max(1, gpus * self.cpus_per_gpu) if self.cpus_per_gpu else self.cpus_per_task
             mem = gpus * self.mem_per_gpu_gb if self.mem_per_gpu_gb else self.mem_gb
         else:
             cpus, mem = self.cpus_per_task, self.mem_gb
-        if kind == "probe":
+        if kind == "features":
             cpus = max(cpus, self.probe_cpus)
         return JobRequest(kind, gpus, cpus, mem)
 

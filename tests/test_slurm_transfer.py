@@ -31,7 +31,7 @@ from slurm.jobs import PreemptibleCall, queue_info, wait_jobs
 from test_slurm_cluster import (interrupt_and_requeue, local_cluster,  # noqa: F401  (fixture)
                                 progress_of_attempts, restart_count, wait_until)
 from test_transfer_sweep import spec_for, stable_ledger, tables, tiny  # noqa: F401  (fixture)
-from transfer.sweeps.cells import run_cell
+from transfer.sweeps.execute import run_cell
 from transfer.ledger import Ledger, stable_view
 from transfer.sweeps import plan_sweep, run_sweep
 from transfer.sweeps.plan import build_caches
@@ -72,9 +72,9 @@ def last_step(cell_dir: Path) -> int:
 def cell_keeping_weights(ctx, cell) -> dict:
     """`run_cell`, plus the classifier's final weights saved as `final_weights.pt` in the cell's
     folder (run_cell deletes its checkpoints once the cell is done)."""
-    import transfer.sweeps.cells as cells_mod
+    import transfer.sweeps.protocols as protocols_mod
 
-    real = cells_mod.finetune
+    real = protocols_mod.finetune
 
     def finetune_and_keep(model, *args, workdir, **kwargs):
         info = real(model, *args, workdir=workdir, **kwargs)
@@ -82,11 +82,11 @@ def cell_keeping_weights(ctx, cell) -> dict:
                           Path(workdir) / "final_weights.pt")
         return info
 
-    cells_mod.finetune = finetune_and_keep  # _run_finetune looks it up at call time
+    protocols_mod.finetune = finetune_and_keep  # run_finetune looks it up at call time
     try:
         return run_cell(ctx, cell)
     finally:
-        cells_mod.finetune = real
+        protocols_mod.finetune = real
 
 
 # ------------------------------------------------------------------------------------------ tests

@@ -16,6 +16,7 @@ from transfer.report.stats import variance_components
 from transfer.subsets import read_manifest
 from transfer.sweeps import SweepError, plan_sweep, run_sweep
 from transfer.sweeps import cells as cells_mod
+from transfer.sweeps import protocols as protocols_mod
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +92,8 @@ def test_a_users_subset_list_runs_beside_the_draws(tiny, tmp_path):
 def test_the_test_list_is_read_only_after_training_and_every_choice(tiny, monkeypatch):
     """Events in order: a test list is never read while a cell trains or chooses (C, k)."""
     events = []
-    real_read, real_finetune = cells_mod.read_manifest, cells_mod.finetune
-    real_linear, real_knn = cells_mod.fit_linear_probe, cells_mod.fit_knn
+    real_read, real_finetune = cells_mod.read_manifest, protocols_mod.finetune
+    real_linear, real_knn = protocols_mod.fit_linear_probe, protocols_mod.fit_knn
 
     def read(path):
         if str(path).endswith("_test.txt"):
@@ -109,9 +110,9 @@ def test_the_test_list_is_read_only_after_training_and_every_choice(tiny, monkey
         return wrapped
 
     monkeypatch.setattr(cells_mod, "read_manifest", read)
-    monkeypatch.setattr(cells_mod, "finetune", training("finetune", real_finetune))
-    monkeypatch.setattr(cells_mod, "fit_linear_probe", training("linear", real_linear))
-    monkeypatch.setattr(cells_mod, "fit_knn", training("knn", real_knn))
+    monkeypatch.setattr(protocols_mod, "finetune", training("finetune", real_finetune))
+    monkeypatch.setattr(protocols_mod, "fit_linear_probe", training("linear", real_linear))
+    monkeypatch.setattr(protocols_mod, "fit_knn", training("knn", real_knn))
     summary = run_sweep(spec_for(tiny, "order", fractions=(1.0,), seeds=(0,), protocols=("finetune", "linear", "knn"),
                                  inits=("pretrained",)), report=False)
     assert summary["status"]["done"] == 3

@@ -14,7 +14,7 @@ import pytest
 
 from transfer.report.stats import aggregate, paired_differences
 from transfer.sweeps import plan_sweep, run_sweep
-from transfer.sweeps.cells import feature_set
+from transfer.sweeps.protocols import feature_set
 from transfer.sweeps.spec import SweepError
 from _tiny import tiny_sweep_spec, write_tiny_export
 

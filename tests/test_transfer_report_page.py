@@ -19,7 +19,7 @@ import pytest
 import torch
 from scipy import stats
 
-from transfer.sweeps import cells as cells_mod
+from transfer.sweeps import protocols as protocols_mod
 from transfer.sweeps import SweepSpec, run_sweep
 from _tiny import tiny_sweep_spec, write_tiny_export
 
@@ -57,15 +57,15 @@ def swept(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("page")
     checkpoint = tiny_pretrain(root)
-    real_probe = cells_mod._run_probe
+    real_probe = protocols_mod._run_probe
 
-    def flaky(ctx, cell):
+    def flaky(ctx, cell, fit):
         if any(all(getattr(cell, k) == v for k, v in fail.items()) for fail in FAILS):
             raise RuntimeError(f"{FAIL_MESSAGE}\nsecond line")
-        return real_probe(ctx, cell)
+        return real_probe(ctx, cell, fit)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cells_mod, "_run_probe", flaky)
+        mp.setattr(protocols_mod, "_run_probe", flaky)
         summary = run_sweep(spec_for(root, checkpoint, "sweep"))
     return {"root": root, "checkpoint": checkpoint, "summary": summary, "out": Path(summary["out_dir"])}
 

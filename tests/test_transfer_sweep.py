@@ -10,7 +10,7 @@ import pytest
 from runkit import preemption
 from runkit.cli import run
 from transfer.ledger import Ledger, stable_view
-from transfer.sweeps import cells as cells_mod
+from transfer.sweeps import protocols as protocols_mod
 from transfer.sweeps import SweepSpec, plan_sweep, run_sweep, sweep_status
 from transfer.sweep import main as sweep_main
 from _tiny import tiny_sweep_spec, write_tiny_export
@@ -37,13 +37,13 @@ def tables(out: Path) -> dict:
 
 def test_interrupted_sweep_equals_uninterrupted_and_extracts_once(tiny, monkeypatch):
     extractions = []
-    real_extract = cells_mod.extract_features
+    real_extract = protocols_mod.extract_features
 
     def counting_extract(*args, **kwargs):
         extractions.append(1)
         return real_extract(*args, **kwargs)
 
-    monkeypatch.setattr(cells_mod, "extract_features", counting_extract)
+    monkeypatch.setattr(protocols_mod, "extract_features", counting_extract)
     straight = run_sweep(spec_for(tiny, "straight"))
     assert straight["status"]["done"] == 8 and straight["status"]["failed"] == 0
     # 2 inits x (train list + test list), shared by both fractions
@@ -82,10 +82,10 @@ def test_interrupted_sweep_equals_uninterrupted_and_extracts_once(tiny, monkeypa
 
 
 def test_failed_cell_is_recorded_and_retried(tiny, monkeypatch):
-    def explode(ctx, cell):
+    def explode(ctx, cell, fit):
         raise RuntimeError("probe exploded")
 
-    monkeypatch.setattr(cells_mod, "_run_probe", explode)
+    monkeypatch.setattr(protocols_mod, "_run_probe", explode)
     spec = spec_for(tiny, "failing", fractions=(1.0,), protocols=("linear", "finetune"), inits=("random",))
     first = run_sweep(spec)
     assert first["status"]["failed"] == 1 and first["status"]["done"] == 1
@@ -150,8 +150,8 @@ def test_sweep_as_a_slurm_job_array(tiny):
 
 def test_knn_and_linear_share_one_extraction(tiny, monkeypatch):
     extractions = []
-    real_extract = cells_mod.extract_features
-    monkeypatch.setattr(cells_mod, "extract_features",
+    real_extract = protocols_mod.extract_features
+    monkeypatch.setattr(protocols_mod, "extract_features",
                         lambda *a, **k: extractions.append(1) or real_extract(*a, **k))
     summary = run_sweep(spec_for(tiny, "knn", fractions=(0.1, 1.0), seeds=(0, 1), protocols=("linear", "knn"),
                                  inits=("pretrained",)))
@@ -184,7 +184,7 @@ def test_a_job_runs_torch_and_blas_on_its_own_thread_count(tiny, monkeypatch):
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
     seen = {"extract": set(), "fit": set()}
-    real_extract, real_fit = cells_mod.extract_features, cells_mod.fit_linear_probe
+    real_extract, real_fit = protocols_mod.extract_features, protocols_mod.fit_linear_probe
 
     def extract(*args, **kwargs):
         seen["extract"].add((torch_threads(), *sorted(blas_threads())))
@@ -197,8 +197,8 @@ def test_a_job_runs_torch_and_blas_on_its_own_thread_count(tiny, monkeypatch):
     def torch_threads() -> int:
         return __import__("torch").get_num_threads()
 
-    monkeypatch.setattr(cells_mod, "extract_features", extract)
-    monkeypatch.setattr(cells_mod, "fit_linear_probe", fit)
+    monkeypatch.setattr(protocols_mod, "extract_features", extract)
+    monkeypatch.setattr(protocols_mod, "fit_linear_probe", fit)
     torch = __import__("torch")
     caller_threads = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -21,7 +21,8 @@ from transfer.report.compare import compare_sweeps
 from transfer.report.registry import read_records, write_leaderboard
 from transfer.report.stats import aggregate, paired_differences, replicate_name
 from transfer.sweeps import plan_sweep, run_sweep
-from transfer.sweeps.cells import REPLICATE_SEED_STRIDE, Cell, feature_set
+from transfer.sweeps.cells import REPLICATE_SEED_STRIDE, Cell
+from transfer.sweeps.protocols import feature_set
 from transfer.sweeps.plan import build_caches
 from _tiny import tiny_sweep_spec, write_tiny_export
 

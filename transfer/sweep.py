@@ -21,6 +21,7 @@ from typing import Sequence
 from runkit.cli import ArgumentParser, comma_list, run
 from transfer.sweeps import SweepSpec, plan_sweep, run_sweep, sweep_status
 from transfer.sweeps.execute import describe_jobs
+from transfer.sweeps.protocols import PROTOCOLS
 from transfer.sweeps.recipe import known_recipes
 
 
@@ -42,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None):
                    help="pretrained, random (the GAN's N(0, 0.01) init), random_torch (Torch7's default init, "
                         "net:reset(); what the original plausibly used)")
     p.add_argument("--protocols", type=comma_list(str, "protocols"), default=("finetune", "linear"),
-                   help="finetune,linear,knn")
+                   help=f"any of {','.join(PROTOCOLS)} (transfer.sweeps.protocols)")
     p.add_argument("--checkpoint", default=None,
                    help="discriminator.pt (default: <output-root>/pretrain/LATEST), or torchvision:NAME[=WEIGHTS] "
                         "for torchvision's r3d_18, mc3_18, r2plus1d_18 (fresh init, or a state_dict file); "

@@ -41,16 +41,14 @@ from transfer.report.figures import (FIG_WIDTH_IN, accuracy_axes, draw_accuracy,
                                      style_axes)
 from transfer.classifier import RANDOM_INITS
 from transfer.report.stats import (METRICS, RANDOM_INIT_NAMES, ReportError, aggregate, bootstrap_label_efficiency,
-                                   current_entries, label_efficiency, paired_differences, result_rows, run_values)
+                                   current_entries, label_efficiency, paired_differences, protocol_info, result_rows,
+                                   run_values)
 from transfer.report.tables import PAIRED_HEAD, RESULTS_HEAD, paired_cells, results_cells, to_csv, to_latex
 
 TEXT_WIDTH_IN = 6.9  # a figure* spanning both columns of a two-column paper
-PROTOCOL_TITLES = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
 INIT_STYLE = {"pretrained": {"linestyle": "-", "marker": "o"},
               "random": {"linestyle": "--", "marker": "s", "fillstyle": "none"},
               "random_torch": {"linestyle": ":", "marker": "D", "fillstyle": "none"}}
-PROTOCOL_STYLE = {"finetune": {"linestyle": "-", "marker": "o"}, "linear": {"linestyle": "--", "marker": "s"},
-                  "knn": {"linestyle": ":", "marker": "^"}}
 # the sweep's label goes where a reader compares the sweeps: right after the row's labels
 RESULTS_AT, PAIRED_AT = 4, 3
 COMPARE_HEAD = RESULTS_HEAD[:RESULTS_AT] + ["sweep"] + RESULTS_HEAD[RESULTS_AT:]
@@ -271,7 +269,7 @@ def plot_comparison_accuracy(sweeps: Sequence[ComparedSweep], out: Path, metric:
                 all_runs[key] += values
         accuracy_axes(ax, everything, all_runs)  # the same ticks and limits in every panel
         if len(protocols) > 1:
-            ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=8)
+            ax.set_title(protocol_info(sweeps[0].plan, protocol)["title"], fontsize=8)
     axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (%)")
     _shared_legend(fig, axes[0], narrow=len(protocols) == 1)
     return save_figure(fig, out, "comparison_accuracy")
@@ -285,9 +283,9 @@ def plot_comparison_gain(sweeps: Sequence[ComparedSweep], out: Path) -> list[Pat
         by_protocol: dict[tuple, list[dict]] = defaultdict(list)
         for row in sweep.paired:  # one line per protocol and random-init baseline
             by_protocol[(row["protocol"], row.get("baseline", "random"))].append(row)
-        lines += [(f"{sweep.label}, {PROTOCOL_TITLES.get(protocol, protocol)}"
+        lines += [(f"{sweep.label}, {protocol_info(sweep.plan, protocol)['title']}"
                    + ("" if baseline == "random" else f" vs {baseline}"), rows,
-                   {"color": f"C{i % 10}", **PROTOCOL_STYLE.get(protocol, {"marker": "o"})})
+                   {"color": f"C{i % 10}", "marker": "o", **protocol_info(sweep.plan, protocol)["style"]})
                   for (protocol, baseline), rows in sorted(by_protocol.items())]
     draw_gain(ax, lines)
     ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")

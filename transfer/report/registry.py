@@ -31,7 +31,7 @@ from runkit.errors import UserError
 from transfer.report.design import design_interval
 from transfer.report.document import h, p, render_html, render_markdown, table
 from transfer.classifier import RANDOM_INITS
-from transfer.report.stats import RANDOM_INIT_NAMES, current_entries, replicate_name, result_rows
+from transfer.report.stats import RANDOM_INIT_NAMES, current_entries, protocol_sections, replicate_name, result_rows
 from transfer.report.tables import to_csv
 
 FORMAT = "vganbench.result/1"
@@ -82,8 +82,7 @@ def result_records(sweep_dir: str | Path, metric: str = "video_acc", versions: d
         groups[(r["protocol"], r["init"], r["rule"])].append(r)
     out = []
     for (protocol, init, rule), runs in sorted(groups.items()):
-        sections = ({"finetune": recipe.get("finetune")} if protocol == "finetune"
-                    else {"probe": recipe.get("probe"), "features": recipe.get("features")})
+        sections = {name: recipe.get(name) for name in protocol_sections(plan, protocol)}
         test_hashes = sorted(_file_hash(sweep_dir / t) for t in tests[(protocol, init, rule)])
         key = {"dataset": spec.get("data"), "splits": sorted({r["split"] for r in runs}), "protocol": protocol,
                "rule": rule, "metric": metric, "evaluation": "validation" if plan.get("validate") else "test",

@@ -90,6 +90,25 @@ def _subsets(rows: list[dict]) -> str:
     return f"draws {_listing(r['subset_seed'] for r in rows)}"
 
 
+# Plans written before sweep.json recorded its protocols ("protocols": title, job, sections, style
+# per protocol, from transfer.sweeps.protocols) ran only these three.
+_EARLIER_PROTOCOLS = {"finetune": {"title": "fine-tune", "sections": ["finetune"]},
+                      "linear": {"title": "linear probe", "sections": ["probe", "features"]},
+                      "knn": {"title": "k-NN", "sections": ["probe", "features"]}}
+
+
+def protocol_info(plan: dict, protocol: str) -> dict:
+    """A protocol's title, recipe sections and plot style as the sweep's plan records them."""
+    info = (plan.get("protocols") or {}).get(protocol) or _EARLIER_PROTOCOLS.get(protocol)
+    if info is None:
+        raise ReportError(f"the sweep plan does not describe protocol {protocol!r}")
+    return {"title": protocol, "style": {}, **info}
+
+
+def protocol_sections(plan: dict, protocol: str) -> list[str]:
+    return list(protocol_info(plan, protocol)["sections"])
+
+
 def replicate_name(init: str) -> str:
     """What a replicate is for an init: a pretraining run, or a random init's weight draw."""
     return "random weight draws" if init in RANDOM_INITS else "pretraining runs"

@@ -1,9 +1,10 @@
 """Running a planned sweep: group its cells into jobs, size each job, run the jobs (in this process,
 as local subprocesses or as SLURM job arrays), and write the report.
 
-Jobs: one per fine-tune cell (it keeps its own checkpoints; on a GPU cluster it asks for one GPU),
-and one per split for the probes - that job extracts the frozen features of each init once on
-its GPU and fits every linear and k-NN cell of the split on them with its CPUs. On SLURM each kind
+Jobs (`protocols.Protocol.job`): one per cell of a "train" protocol (fine-tuning keeps its own
+checkpoints; on a GPU cluster it asks for one GPU), and one per split and pretraining run for the
+"features" protocols - that job extracts the frozen features of each init once on its GPU and
+fits every linear and k-NN cell of the split on them with its CPUs. On SLURM each kind
 of job is one array sized by the cluster profile (`slurm.profiles.ClusterProfile.job_request`);
 locally at most `max_parallel` jobs run at a time, in that many worker processes that live for the
 whole sweep (a fresh process per job spent ~5 s importing torch before each cell). Re-running the same sweep skips done cells,
@@ -15,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -27,15 +30,17 @@ from threadpoolctl import threadpool_limits
 
 from runkit.atomic import atomic_write_json
 from runkit.logging import progress
+from runkit.preemption import Preempted
 from runkit.processes import worker_context
 from slurm.executors import make_executor
 from slurm.jobs import PreemptibleCall, jobs_still_queued, queue_state, submit_array, wait_jobs
-from slurm.profiles import JobRequest, load_profile
+from slurm.profiles import JOB_KINDS, JobRequest, load_profile
 from transfer.ledger import Ledger
 from transfer.report import write_all
-from transfer.sweeps.cells import Cell, SweepContext, feature_set, run_cell
+from transfer.sweeps.cells import Cell, SweepContext
 from transfer.sweeps.plan import SweepPlan, build_caches, plan_sweep
-from transfer.sweeps.spec import FEATURE_PROTOCOLS, SweepSpec
+from transfer.sweeps.protocols import PROTOCOLS, feature_set, select_snapshot
+from transfer.sweeps.spec import SweepSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ def run_cells(ctx: SweepContext, cells: Sequence[Cell]) -> list[dict]:
         # the training lists' features first, once per init (the test lists' come with the first
         # final evaluation: nothing is read from a test list before a cell's choices are made)
         for replicate, init, train_list in sorted({(c.replicate, c.weights, f"manifests/split{c.split}_train.txt")
-                                                   for c in todo if c.protocol in FEATURE_PROTOCOLS}):
+                                                   for c in todo if PROTOCOLS[c.protocol].job == "features"}):
             try:
                 feature_set(ctx.for_replicate(replicate), init, train_list, replicate)
             except Exception as exc:  # noqa: BLE001 - each cell below records the failure itself
@@ -65,7 +70,48 @@ def run_cells(ctx: SweepContext, cells: Sequence[Cell]) -> list[dict]:
 
 
 def job_kind(cells: Sequence[Cell]) -> str:
-    return "probe" if cells[0].protocol in FEATURE_PROTOCOLS else "finetune"
+    """The job's kind (`protocols.JOB_KINDS`): that of its cells' protocol."""
+    return PROTOCOLS[cells[0].protocol].job
+
+
+def run_cell(ctx: SweepContext, cell: Cell) -> dict:
+    """One cell (its job, `run_cells`, sets the threads): skip it if the ledger has it done, else
+    mark it running, run its protocol (`PROTOCOLS`) on the context's device and record done
+    (metrics) or failed (error and traceback tail); returns {"cell_id", "status"} and never raises
+    for an error inside the cell, so one cell never stops the others. A fine-tune cell keeps its
+    checkpoints under `cells/<cell_id>/ckpt` (a killed or preempted cell resumes where it stopped);
+    a preemption request leaves the entry `running` (not a failure) for submitit's requeue."""
+    ledger = ctx.ledger
+    entry = ledger.read(cell.cell_id)
+    if entry is not None and entry["status"] == "done":
+        return {"cell_id": cell.cell_id, "status": "done", "skipped": True}
+    ctx = ctx.for_replicate(cell.replicate)
+    ledger.mark_running(cell.cell_id, cell.as_dict())
+    started = time.perf_counter()
+    try:
+        choice = None
+        if cell.init == "selected":
+            choice = select_snapshot(ctx, cell)
+            ctx = replace(ctx, checkpoint=choice["path"], checkpoint_sha256=choice["sha256"])
+        if cell.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {cell.protocol!r}; expected one of {sorted(PROTOCOLS)}")
+        result, timing = PROTOCOLS[cell.protocol].run(ctx, cell)
+        if choice is not None:
+            result["snapshot"] = choice
+            result["protocol"]["snapshot"] = f"step {choice['step']}: {choice['reason']}"
+    except Preempted:
+        log.warning("cell %s preempted: its checkpoint is saved; it resumes on the next run", cell.cell_id)
+        return {"cell_id": cell.cell_id, "status": "running", "preempted": True}
+    except Exception as exc:  # noqa: BLE001 - a failed cell is recorded; the sweep goes on
+        tail = "".join(traceback.format_exception(exc)[-6:])
+        ledger.mark_failed(cell.cell_id, cell.as_dict(), f"{type(exc).__name__}: {exc}\n{tail}",
+                           elapsed_s=time.perf_counter() - started)
+        log.error("cell %s failed: %s", cell.cell_id, exc)
+        return {"cell_id": cell.cell_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    ledger.mark_done(cell.cell_id, cell.as_dict(), result, elapsed_s=time.perf_counter() - started, **timing)
+    # the checkpoints only served resumption; a done cell is never re-trained
+    shutil.rmtree(ctx.path(f"cells/{cell.cell_id}/ckpt"), ignore_errors=True)
+    return {"cell_id": cell.cell_id, "status": "done", "video_acc": result["video_acc"]}
 
 
 def group_jobs(cells: Sequence[Cell]) -> list[list[Cell]]:
@@ -74,7 +120,7 @@ def group_jobs(cells: Sequence[Cell]) -> list[list[Cell]]:
     groups: dict[tuple[int, int], list[Cell]] = {}
     singles = []
     for cell in cells:
-        if cell.protocol in FEATURE_PROTOCOLS:
+        if PROTOCOLS[cell.protocol].job == "features":
             groups.setdefault((cell.replicate, cell.split), []).append(cell)
         else:
             singles.append([cell])
@@ -147,7 +193,7 @@ def _run_on_slurm(plan: SweepPlan, jobs: list[list[Cell]], tally: _Tally) -> Non
         log.warning("waiting for %d job(s) of an earlier run still in the queue (%s) instead of submitting "
                     "their %d cells again", len(held), ", ".join(held), sum(len(c) for c in held.values()))
     pairs = [(submitit.SlurmJob(folder=jobs_dir, job_id=job_id), cells) for job_id, cells in held.items()]
-    for kind in ("probe", "finetune"):  # one array per kind of job, each sized for its work
+    for kind in JOB_KINDS:  # one array per kind of job, each sized for its work
         mine = [cells for cells in fresh if job_kind(cells) == kind]
         if not mine:
             continue
@@ -255,4 +301,4 @@ def sweep_status(spec: SweepSpec) -> dict[str, list[str]]:
     return Ledger(plan.out_dir / "ledger").summary([c.cell_id for c in plan.cells], queue)
 
 
-__all__ = ["run_sweep", "sweep_status", "run_cells", "group_jobs", "describe_jobs", "job_requests"]
+__all__ = ["run_sweep", "sweep_status", "run_cells", "run_cell", "group_jobs", "describe_jobs", "job_requests"]

@@ -28,6 +28,7 @@ from slurm.profiles import load_profile
 from transfer.subsets import (SubsetRule, listed_subset, nested_subset, read_subset_list, validation_split,
                               write_manifest)
 from transfer.sweeps.cells import Cell, SweepContext, cell_key
+from transfer.sweeps.protocols import PROTOCOLS
 from transfer.sweeps.recipe import Recipe, load_recipe
 from transfer.sweeps.spec import SweepError, SweepSpec
 from transfer.sweeps.trajectory import snapshot_hashes
@@ -196,7 +197,8 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                     for init in inits:
                         key = cell_key(ctx.for_replicate(replicate), protocol, init, split, rule, sub, seed,
                                        manifest.sha256, test_manifest.sha256, replicate,
-                                       snapshot_sets[replicate] if init == "selected" else ())
+                                       snapshot_sets[replicate] if init == "selected" else (),
+                                       sections=PROTOCOLS[protocol].sections)
                         cells.append(Cell(protocol, init, split, rule.tag, rule.value, sub, seed,
                                           f"manifests/{manifest.path.name}", manifest.sha256,
                                           f"manifests/{test_manifest.path.name}", key, replicate))
@@ -205,6 +207,11 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                                            "data_key": data_key, "crossed": spec.crossed,
                                            "audit": leakage.as_dict(), "trajectory": spec.trajectory,
                                            "validate": spec.validate,
+                                           # what the report needs of each protocol, so it reads no code
+                                           "protocols": {name: {"title": PROTOCOLS[name].title, "job": PROTOCOLS[name].job,
+                                                                "sections": list(PROTOCOLS[name].sections),
+                                                                "style": PROTOCOLS[name].style}
+                                                         for name in spec.protocols},
                                            "replicates": [{"checkpoint": str(path), "checkpoint_sha256": e.sha256,
                                                            "audit": a.as_dict()} for (path, e), a in zip(runs, audits)],
                                            "cells": [c.cell_id for c in cells]})

@@ -7,10 +7,9 @@ from pathlib import Path
 from runkit.errors import UserError
 from runkit.paths import resolve_path
 from transfer.classifier import INITS
+from transfer.sweeps.protocols import PROTOCOLS
 from transfer.subsets import SubsetRule
 
-PROTOCOLS = ("finetune", "linear", "knn")
-FEATURE_PROTOCOLS = ("linear", "knn")
 DATASETS = ("synthetic", "ucf101", "hmdb51")
 LEAK_ACTIONS = ("error", "warn")
 EXECUTORS = ("local", "slurm", "debug")
@@ -119,7 +118,7 @@ class SweepSpec:
         if self.data == "hmdb51" and not self.root:
             raise SweepError("--data hmdb51 needs --root (the folder holding hmdb51/<class>/ and "
                              "testTrainMulti_7030_splits/)")
-        for name, given, allowed in (("--protocols", self.protocols, PROTOCOLS), ("--inits", self.inits, INITS)):
+        for name, given, allowed in (("--protocols", self.protocols, tuple(PROTOCOLS)), ("--inits", self.inits, INITS)):
             bad = [p for p in given if p not in allowed]
             if bad or not given:
                 raise SweepError(f"{name}: {', '.join(bad) or 'none given'}; choose from {', '.join(allowed)}")
