@@ -187,6 +187,7 @@ class Manifest:
     relpaths: tuple[str, ...]
     labels: tuple[int, ...]
     groups: tuple[int, ...] = ()
+    source: str = ""            # where the subset came from ("seeded draw 0", a list's file), if recorded
 
     @property
     def short(self) -> str:
@@ -211,8 +212,10 @@ def read_manifest(path: str | Path) -> Manifest:
     text = path.read_text(encoding="utf-8")
     if not any(text.startswith(f"# {fmt}\n") for fmt in READABLE_FORMATS):
         raise ValueError(f"{path} is not a subset manifest (expected a '# {MANIFEST_FORMAT}' header)")
-    relpaths, labels, groups = [], [], []
+    relpaths, labels, groups, source = [], [], [], ""
     for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("# source="):
+            source = line[len("# source="):]
         if not line or line.startswith("#"):
             continue
         fields = line.split("\t")
@@ -224,4 +227,4 @@ def read_manifest(path: str | Path) -> Manifest:
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: expected 'relpath<TAB>label<TAB>group', got {line!r}") from exc
         relpaths.append(fields[0])
-    return Manifest(path, manifest_hash(text), tuple(relpaths), tuple(labels), tuple(groups))
+    return Manifest(path, manifest_hash(text), tuple(relpaths), tuple(labels), tuple(groups), source)

@@ -38,6 +38,9 @@ def parse_args(argv: Sequence[str] | None = None):
                    help="labeled-subset draws, crossed with --seeds (default: each seed draws its own subset)")
     p.add_argument("--subset-list", action="append", default=[], metavar="NAME=PATH",
                    help="a subset list of your own (e.g. a published 5%% list), run beside the draws; repeatable")
+    p.add_argument("--canonical", action="store_true",
+                   help="UCF101 / HMDB51: the labeled subsets are the suite's canonical lists (transfer/conf/canonical: "
+                        "1, 3, 10 per class, 1%%, 10%%; draws 0-4 as --subset-seeds) instead of fresh draws")
     p.add_argument("--splits", type=comma_list(int, "splits"), default=(1,))
     p.add_argument("--inits", type=comma_list(str, "inits"), default=("pretrained", "random"),
                    help="pretrained, random (the GAN's N(0, 0.01) init), random_torch (Torch7's default init, "
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = tuple(args.overrides) + ((f"runtime.device={args.device}",) if args.device else ())
     spec = SweepSpec(fractions=args.fractions, per_class=args.per_class, seeds=args.seeds,
                      subset_seeds=args.subset_seeds, subset_lists=tuple(args.subset_list), splits=args.splits,
-                     on_leak=args.on_leak, trajectory=args.trajectory, validate=args.validate,
+                     on_leak=args.on_leak, trajectory=args.trajectory, validate=args.validate, canonical=args.canonical,
                      inits=args.inits, protocols=args.protocols, checkpoint=args.checkpoint, data=args.data,
                      root=args.root, recipe=args.recipe, overrides=overrides, out=args.out,
                      output_root=args.output_root, executor=args.executor, cluster=args.cluster,

@@ -166,12 +166,19 @@ def protocol_card(ctx: SweepContext, cell: Cell, test_clips: int, selection: str
     if cache["eval_stride"] > 1:
         where += f" (every {cache['eval_stride']}-th frame)"
     return {"stabilised": _stabilised(ctx),"split": cell.split, "subset": cell.rule_tag,
-            "subset_source": "user's list" if cell.subset_seed < 0 else f"seeded draw {cell.subset_seed}",
+            "subset_source": _subset_source(ctx, cell),
             "subset_seed": cell.subset_seed, "training_seed": cell.seed, "test_clips": test_clips,
             "replicate": cell.replicate, "weights": _weights(ctx, cell),
             "test_clips_from": where, "metric": "video-level accuracy (softmax of the clips averaged); "
                                              "clip-level, top-5 and mean-class accuracy beside it",
             "selection": selection}
+
+
+def _subset_source(ctx: SweepContext, cell: Cell) -> str:
+    source = load_manifest(ctx, cell.manifest).source
+    if source.startswith("canonical"):  # the shipped list's file and hash (transfer.canonical)
+        return source
+    return "user's list" if cell.subset_seed < 0 else f"seeded draw {cell.subset_seed}"
 
 
 def _weights(ctx: SweepContext, cell: Cell) -> str:

@@ -25,6 +25,7 @@ from runkit.cli import one_line
 from runkit.device import DevicePolicy
 from runkit.paths import resolve_path
 from slurm.profiles import load_profile
+from transfer.canonical import CanonicalError, canonical_subset
 from transfer.subsets import (SubsetRule, listed_subset, nested_subset, read_subset_list, validation_split,
                               write_manifest)
 from transfer.sweeps.cells import Cell, SweepContext, cell_key
@@ -180,7 +181,7 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                        name=f"split{split}_train")
         test_manifest = write_manifest(manifests, test, split=split, seed=-1, rule=full_rule,
                                        dataset=spec.data, name=spec.evaluation_list(split))
-        subsets = [(rule, sub, seed, nested_subset(train, rule, sub), f"seeded draw {sub}")
+        subsets = [(rule, sub, seed, *_draw(spec, split, rule, sub, train))
                    for rule in spec.rules() for sub, seed in spec.seed_pairs()]
         for rule, names in listed:
             try:
@@ -216,6 +217,16 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                                                            "audit": a.as_dict()} for (path, e), a in zip(runs, audits)],
                                            "cells": [c.cell_id for c in cells]})
     return SweepPlan(spec, ctx, cells, list(records.values()), recipe)
+
+
+def _draw(spec: SweepSpec, split: int, rule: SubsetRule, draw: int, train: list) -> tuple[list, str]:
+    """Subset draw `draw` of `rule`: the nested sampler's, or the shipped canonical list (--canonical)."""
+    if not spec.canonical:
+        return nested_subset(train, rule, draw), f"seeded draw {draw}"
+    try:
+        return canonical_subset(spec.data, split, rule, draw, train)
+    except CanonicalError as exc:
+        raise SweepError(f"--canonical: {exc}") from None
 
 
 def _train_and_evaluation(spec: SweepSpec, data: LabeledData, split: int) -> tuple[list, list]:

@@ -48,6 +48,7 @@ class SweepSpec:
     on_leak: str = "error"                          # the pretraining pool overlaps a test list: error | warn
     trajectory: bool = False                        # probe every snapshot of the checkpoint's run, pick by validation
     validate: bool = False                          # development mode: test on a held-out part of each training list
+    canonical: bool = False                         # subsets from the shipped canonical lists (transfer.canonical)
 
     def under_outputs(self, name: str) -> Path:
         return resolve_path(self.output_root) / name
@@ -143,3 +144,8 @@ class SweepSpec:
             raise SweepError("--checkpoint: an export is given twice (each pretraining run once)")
         self.rules()  # validates every fraction / count
         self.listed()
+        if self.canonical and self.data not in ("ucf101", "hmdb51"):
+            raise SweepError(f"--canonical: the canonical subsets are UCF101's and HMDB51's, not --data {self.data}'s")
+        if self.canonical and self.validate:
+            raise SweepError("--canonical with --validate: the canonical lists are drawn from the whole training "
+                             "list, which --validate splits; run --validate with fresh draws")
