@@ -22,6 +22,7 @@ def installed(tmp_path_factory) -> Path:
     if done.returncode:
         pytest.fail(f"pip install failed: {done.stderr[-2000:]}")
     assert (target / "transfer" / "conf" / "recipe" / "demo.yaml").is_file()  # package data installed
+    assert (target / "transfer" / "conf" / "canonical" / "ucf101" / "split3" / "f0.1-draw4.txt").is_file()
     return target
 
 
