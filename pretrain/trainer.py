@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CKPT_FORMAT = "vganbench.pretrain_checkpoint/2"
 SNAPSHOTS = "snapshots"  # backbone exports every trainer.snapshot_every steps: the checkpoint trajectory
+HEALTH_NAME = "health.json"  # the method's health panels (metrics.csv columns grouped), written at the end
 COLLAPSE_LO, COLLAPSE_HI = 0.02, 0.98
 
 
@@ -405,6 +406,9 @@ class Trainer:
         write_latest(self.cfg.output_root, path)
         self.method.save_samples(self.run_dir / "samples", "samples_final")
         rows = MetricLogger(self.run_dir, tensorboard=False).read()
+        # the method's health panels, for readers of the run folder (the transfer report) that
+        # import no pretraining code
+        atomic_write_json(self.run_dir / HEALTH_NAME, {"method": self.method.name, "panels": self.method.HEALTH})
         if rows:
             plot_health(rows, self.method.HEALTH, self.run_dir / "losses.png")
         log.info("exported %s (step %d)", path, self.step)

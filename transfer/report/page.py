@@ -24,8 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from pretrain.export import ExportError, load_export
-from pretrain.methods import METHODS
+from pretrain.export import load_export
 from pretrain.samples import plot_health
 from runkit.atomic import atomic_write_bytes, atomic_write_text
 from runkit.hashing import file_sha256
@@ -53,8 +52,6 @@ def results_head(metric: str) -> list[str]:
 
 
 PER_CELL_HEAD = ["cell", "labeled videos", "video acc %", "clip acc %", "seconds"]
-HEALTH_KEYS = (("d_loss", "D loss"), ("g_loss", "G loss"), ("d_acc_real", "D acc real"),
-               ("d_acc_fake", "D acc fake"), ("mask_mean", "mask mean"), ("clips_per_s", "clips/s"))
 
 
 # ------------------------------------------------------------------------------------ gathering
@@ -312,10 +309,19 @@ def _health_rows(run_dir: Path) -> tuple[list[dict], tuple]:
     """The run's metrics.csv rows and its method's health panels ([] and () when unreadable)."""
     try:
         rows = _read_metrics(run_dir / "metrics.csv")
-        method = METHODS.get(load_export(run_dir / "discriminator.pt").method)
-    except (OSError, ValueError, KeyError, ExportError):
+    except (OSError, ValueError, KeyError):
         return [], ()
-    return rows, (method.HEALTH if method else ())
+    return rows, _health_panels(run_dir, rows)
+
+
+def _health_panels(run_dir: Path, rows: list[dict]) -> tuple:
+    """The panels the run's method defines (its `health.json`, written by the trainer), else one
+    panel of every metrics column (a run from before the file existed)."""
+    try:
+        panels = json.loads((run_dir / "health.json").read_text())["panels"]
+        return tuple((title, tuple((key, label) for key, label in keys)) for title, keys in panels)
+    except (OSError, ValueError, KeyError, TypeError):
+        return (("metrics", tuple((k, k) for k in rows[-1] if k != "step")),) if rows else ()
 
 
 def _trajectory(sweep_dir: Path, entries: list[dict]) -> list[Block]:
@@ -416,15 +422,16 @@ def _pretraining(sweep_dir: Path, plan: dict) -> list[Block]:
         else:
             problem = f"`{metrics}` has no rows."
         if rows:
-            method = METHODS.get(export.method)
-            plot_health(rows, method.HEALTH if method else (("metrics", tuple((k, k) for k in rows[-1] if k != "step")),),
-                        assets / HEALTH_NAME)
+            panels = _health_panels(run_dir, rows)
+            plot_health(rows, panels, assets / HEALTH_NAME)
             last = rows[-1]
-            keys = [(k, label) for k, label in HEALTH_KEYS if k in last]
-            blocks += [p("GAN health over training (from `metrics.csv`, each point the mean over a logging "
-                         "window): D and G losses, D accuracy on real and on generated clips, and the mean "
-                         "of the foreground mask (near 0 or 1 means the mask collapsed)."),
-                       img(f"{ASSETS}/{HEALTH_NAME}", "GAN health curves"),
+            keys = [(k, label) for _, pairs in panels for k, label in pairs if k in last]
+            keys += [("clips_per_s", "clips/s")] if "clips_per_s" in last else []
+            blocks += [p(f"Training health of the `{export.method}` run (from `metrics.csv`, each point the mean "
+                         "over a logging window; the panels are the method's own, from the run's `health.json`). "
+                         "For VGAN: D and G losses, D accuracy on real and on generated clips, and the mean of "
+                         "the foreground mask (near 0 or 1 means the mask collapsed)."),
+                       img(f"{ASSETS}/{HEALTH_NAME}", "training health curves"),
                        p(f"Last logged window ({len(rows)} rows):"),
                        table(["step"] + [label for _, label in keys],
                              [[f"{int(last['step'])}"] + [f"{last[k]:.3f}" for k, _ in keys]])]
