@@ -33,7 +33,7 @@ from videodata.cache import ClipCache
 from videodata.clips import ClipDataset
 from videodata.decode import read_clip, to_model_input
 from videodata.synthetic import SyntheticConfig, generate
-from videodata.ucf101 import load_split
+from videodata.sets.ucf101 import load_split
 
 FRAMES, SIZE = 32, 64
 

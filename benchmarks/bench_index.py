@@ -90,7 +90,7 @@ if kind == "ours":
 else:
     from pathlib import Path
     from videodata.errors import VideoDataError
-    from videodata.ucf101 import VideoRecord
+    from videodata.records import VideoRecord
 
     def json_open(folder):
         """Format 1's ClipCache.open + __init__ (git history), as the peer."""

@@ -16,8 +16,9 @@ from videodata.clips import ClipDataset
 from videodata.errors import VideoDataError
 from videodata.folder import list_videos
 from videodata.labeled import LabeledData, labeled_set
+from videodata.sets import SETS
 from videodata.synthetic import SyntheticConfig, generate
-from videodata.ucf101 import load_split
+from videodata.sets.ucf101 import load_split
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def check_location(data_cfg: Any) -> None:
             raise DataSelectionError(f"data.lists_dir={data_cfg.lists_dir}: {resolve_path(data_cfg.lists_dir)} "
                                      f"is not a folder")
     audit = data_cfg.audit
-    if audit.target in ("ucf101", "hmdb51") and not resolve_path(audit.root).is_dir():
+    if audit.target in SETS and not resolve_path(audit.root).is_dir():
         raise DataSelectionError(f"data.audit.root={audit.root}: {resolve_path(audit.root)} is not a folder")
 
 
@@ -63,7 +64,7 @@ def select_records(data_cfg: Any) -> tuple[list, str]:
         layout = generate(spec)
         records = list(list_videos(layout.unlabeled_dir)) if spec.unlabeled_videos else []
         if data_cfg.include_train:
-            records += load_split(layout.video_root, layout.lists_dir, data_cfg.split, "train")
+            records += SETS[spec.layout].load(layout.video_root, layout.lists_dir, data_cfg.split, "train")
         desc = f"synthetic set {layout.root} ({len(records)} videos)"
     elif source == "folder":
         if not data_cfg.root:
@@ -104,7 +105,7 @@ def audit(data_cfg: Any, records: list) -> AuditResult | None:
         return None
     tests = {split: target.split(split, "test") for split in splits}
     result = audit_pool(records, tests, target=f"{data_cfg.audit.target} ({target.video_root})",
-                        ucf_groups=target.style == "ucf101")
+                        ucf_groups=target.target.name_groups)
     check(result, data_cfg.audit.on_leak, "pretraining data")
     log.info("leakage audit: %s", result.summary())
     return result

@@ -14,7 +14,8 @@ from _videos import block_frames, index_frames, read_index, write_audio_only, wr
 from videodata.datasets import UCF101Videos
 from videodata.decode import decode_video, probe_video, read_clip
 from videodata.errors import SplitFileError, VideoDecodeError
-from videodata.ucf101 import VideoRecord, load_split, read_class_index
+from videodata.records import VideoRecord
+from videodata.sets.ucf101 import load_split, read_class_names
 
 torch.set_num_threads(1)
 
@@ -130,7 +131,7 @@ def test_missing_split_file(lists, tmp_path):
         load_split(tmp_path, lists, 1, "test")
     shutil.rmtree(lists)
     with pytest.raises(SplitFileError, match=r"classInd\.txt: split file not found"):
-        read_class_index(lists)
+        read_class_names(lists)
 
 
 @pytest.mark.parametrize("line", [b"Alpha/v_Alpha_g08_c01.avi one", b"Alpha/v_Alpha_g08_c01.avi 1 extra",
@@ -152,4 +153,4 @@ def test_class_missing_from_classind(lists, tmp_path):
 def test_malformed_class_index(lists):
     (lists / "classInd.txt").write_bytes(b"1 Alpha\r\n3 Beta\r\n")
     with pytest.raises(SplitFileError, match=r"classInd\.txt:2: class indices must run"):
-        read_class_index(lists)
+        read_class_names(lists)

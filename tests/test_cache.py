@@ -18,7 +18,7 @@ from videodata.clips import ClipBatchSampler, ClipDataset, collate_clips
 from videodata.decode import read_clip, read_uniform_clips, uniform_starts
 from videodata.errors import VideoDataError
 from videodata.synthetic import SyntheticConfig, generate
-from videodata.ucf101 import load_split
+from videodata.sets.ucf101 import load_split
 
 SIZE = 16
 

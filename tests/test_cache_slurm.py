@@ -15,7 +15,7 @@ from slurm.jobs import job_runner
 from test_slurm_cluster import local_cluster  # noqa: F401  (fixture)
 from videodata.cache import EXTENTS_NAME, REPORT_NAME, ClipCache
 from videodata.synthetic import SyntheticConfig, generate
-from videodata.ucf101 import load_split
+from videodata.sets.ucf101 import load_split
 
 pytestmark = pytest.mark.slurm
 

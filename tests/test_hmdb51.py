@@ -11,7 +11,7 @@ import pytest
 
 from _videos import index_frames, read_index, write_video
 from videodata.errors import MissingVideosError, SplitFileError
-from videodata.hmdb51 import (SPLITS, clip_of, load_split, read_class_names, read_split, source_groups,
+from videodata.sets.hmdb51 import (SPLITS, clip_of, load_split, read_class_names, read_split, source_groups,
                               source_of, write_split_files)
 
 

@@ -12,7 +12,7 @@ from videodata.decode import decode_video
 from videodata.folder import list_videos
 from videodata.synthetic import (STAMP_NAME, SyntheticConfig, SyntheticSetError, generate, labeled_specs, render,
                                  unlabeled_specs)
-from videodata.ucf101 import load_split, read_class_index
+from videodata.sets.ucf101 import load_split, read_class_names
 
 
 def tiny(root: Path, **overrides) -> SyntheticConfig:
@@ -34,7 +34,7 @@ def decoded(path) -> np.ndarray:
 
 def test_layout_and_splits_parse_like_ucf101(tiny_set):
     cfg, layout = tiny_set
-    assert read_class_index(layout.lists_dir) == cfg.class_names
+    assert read_class_names(layout.lists_dir) == cfg.class_names
     for split in (1, 2, 3):
         test_groups = set(range(7 * (split - 1) + 1, 7 * split + 1))
         train = load_split(layout.video_root, layout.lists_dir, split, "train")

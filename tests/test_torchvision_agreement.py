@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _videos import block_frames, write_video
-from videodata.ucf101 import load_split, read_split
+from videodata.sets.ucf101 import load_split, read_split
 
 CLASSES = ("ApplyEyeMakeup", "HandstandPushups", "YoYo")   # HandstandPushups: the case quirk
 GROUPS = (1, 10, 17, 24)   # test side of split 1, 2, 3, and train in every split

@@ -147,6 +147,36 @@ def test_hmdb51_end_to_end(tiny):
     assert min(train.groups) >= 0 and not set(train.groups) & set(test.groups)
 
 
+@pytest.mark.parametrize("name", ["ssv2", "diving48"])
+def test_json_target_sets_end_to_end(tiny, name):
+    """The synthetic generator writes Something-Something v2's / Diving48's layout and JSON lists;
+    --data NAME reads them like the real sets (SSv2: the test list is its validation list, and says so)."""
+    from _tiny import TINY_SET
+    from videodata.sets import SETS
+
+    data_root = tiny["root"] / f"{name}-data"
+    first = run_sweep(spec_for(tiny, f"{name}-synthetic", fractions=(1.0,), seeds=(0,), inits=("pretrained",),
+                               synthetic={**TINY_SET, "layout": name}, root=str(data_root)), report=False)
+    assert first["status"]["done"] == 1
+    assert all((data_root / SETS[name].lists / f).is_file() for f in SETS[name].list_files)
+    real = run_sweep(spec_for(tiny, f"{name}-real", fractions=(1.0,), seeds=(0,), data=name, root=str(data_root),
+                              inits=("pretrained",), synthetic={}), report=name == "ssv2")
+    assert real["status"]["done"] == 1
+    [a], [b] = (Ledger(Path(s["out_dir"]) / "ledger").entries() for s in (first, real))
+    assert a["result"]["num_classes"] == b["result"]["num_classes"] == 3
+    assert a["result"]["labeled_videos"] == b["result"]["labeled_videos"]
+    out = Path(real["out_dir"])
+    train = read_manifest(out / "manifests" / "split1_train.txt")
+    test = read_manifest(out / "manifests" / "split1_test.txt")
+    assert len(test.relpaths) == 21 and min(train.groups) >= 0 and not set(train.groups) & set(test.groups)
+    if name == "ssv2":  # no public test labels: the manifest and the protocol card name the validation list
+        assert len(set(train.groups)) == len(train.relpaths)  # one group per video
+        assert "# source=the official validation list" in (out / "manifests" / "split1_test.txt").read_text()
+        assert "the test list being the official validation list" in (out / "report.md").read_text()
+    else:  # groups are the source videos, shared across classes
+        assert len(set(train.groups)) == 18
+
+
 def test_the_checkpoint_trajectory_chooses_per_subset_on_validation(tiny, tmp_path, monkeypatch):
     """--trajectory: every "selected" cell probes every snapshot on validation folds of its own
     labeled subset and runs from the best; the choice is the same when the test labels are

@@ -6,13 +6,13 @@ import warnings
 import pytest
 
 from videodata.errors import MissingVideosError
-from videodata.ucf101 import load_split, parse_group_clip, read_class_index, read_split
+from videodata.sets.ucf101 import load_split, parse_group_clip, read_class_names, read_split
 
 COUNTS = {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}
 
 
 def test_class_index(ucf_lists):
-    classes = read_class_index(ucf_lists)
+    classes = read_class_names(ucf_lists)
     assert len(classes) == 101
     assert classes[0] == "ApplyEyeMakeup" and classes[-1] == "YoYo"
     assert "HandstandPushups" in classes
@@ -38,7 +38,7 @@ def test_official_split_counts_and_groups(ucf_lists, split):
 
 
 def test_labels_from_folder_and_classind(ucf_lists):
-    classes = read_class_index(ucf_lists)
+    classes = read_class_names(ucf_lists)
     test = read_split(ucf_lists, 1, "test")          # test lines carry no label
     for rec in test:
         assert classes[rec.label] == rec.class_name == rec.relpath.split("/")[0]

@@ -30,7 +30,7 @@ from runkit.atomic import atomic_write_json, atomic_write_text
 from runkit.cli import ArgumentParser, comma_list, run
 from runkit.errors import UserError
 from transfer.subsets import SubsetRule, listed_subset, nested_subset, read_subset_list
-from videodata import hmdb51, ucf101
+from videodata.sets import hmdb51, ucf101
 
 CANONICAL_DIR = Path(__file__).resolve().parent / "conf" / "canonical"
 INDEX_NAME = "index.json"

@@ -23,6 +23,8 @@ from transfer.sweeps import SweepSpec, plan_sweep, run_sweep, sweep_status
 from transfer.sweeps.execute import describe_jobs
 from transfer.sweeps.protocols import PROTOCOLS
 from transfer.sweeps.recipe import known_recipes
+from transfer.sweeps.spec import DATASETS
+from videodata.sets import SETS
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -52,9 +54,9 @@ def parse_args(argv: Sequence[str] | None = None):
                         "for torchvision's r3d_18, mc3_18, r2plus1d_18 (fresh init, or a state_dict file); "
                         "several comma-separated exports are pretraining runs of one method (replicates: the "
                         "intervals cover them, random init gets one weight draw per run)")
-    p.add_argument("--data", default="synthetic", choices=("synthetic", "ucf101", "hmdb51"))
-    p.add_argument("--root", default=None, help="data root: synthetic: where to generate it; ucf101: holds "
-                   "UCF-101/ and ucfTrainTestlist/; hmdb51: holds hmdb51/ and testTrainMulti_7030_splits/")
+    p.add_argument("--data", default="synthetic", choices=DATASETS, help="synthetic or a target set of videodata.sets")
+    p.add_argument("--root", default=None, help="data root: synthetic: where to generate it; " + "; ".join(
+                   f"{name}: holds {target.holds}" for name, target in SETS.items()))
     p.add_argument("--on-leak", default="error", choices=("error", "warn"),
                    help="when the checkpoint's pretraining videos overlap a test list (the leakage audit)")
     p.add_argument("--trajectory", action="store_true",

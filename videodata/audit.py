@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 from runkit.hashing import file_sha256
 from videodata.errors import VideoDataError
-from videodata.ucf101 import VideoRecord, parse_group_clip
+from videodata.records import VideoRecord, parse_group_clip
 
 log = logging.getLogger(__name__)
 UCF_TEST_GROUPS = {k: set(range(7 * (k - 1) + 1, 7 * k + 1)) for k in (1, 2, 3)}

@@ -70,7 +70,7 @@ import numpy as np
 from runkit.atomic import atomic_write_json, atomic_write_with
 from runkit.processes import worker_context
 from videodata.errors import VideoDataError
-from videodata.ucf101 import VideoRecord
+from videodata.records import VideoRecord
 
 # Opening a cache needs neither torch nor PyAV: videodata.decode (decoding), runkit.logging
 # (progress bars) and torch are imported where a build or a clip read needs them.

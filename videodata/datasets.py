@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from videodata.decode import Size, read_clip, read_uniform_clips, to_model_input
 from videodata.errors import VideoDataError, VideoDecodeError
-from videodata.ucf101 import VideoRecord
+from videodata.records import VideoRecord
 
 SAMPLINGS = ("first", "random", "uniform")
 

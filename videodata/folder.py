@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from videodata.errors import VideoDataError
-from videodata.ucf101 import VideoRecord, parse_group_clip
+from videodata.records import VideoRecord, parse_group_clip
 
 VIDEO_EXTENSIONS = frozenset({
     ".avi", ".mp4", ".mkv", ".webm", ".mov", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp",

@@ -30,7 +30,8 @@ from slurm.jobs import job_runner
 from videodata.cache import DEFAULT_VIDEOS_PER_SHARD, MAX_JOBS, ClipCache
 from videodata.folder import list_videos
 from videodata.synthetic import SyntheticConfig, generate
-from videodata.ucf101 import load_split
+from videodata.sets import SETS
+from videodata.sets.ucf101 import load_split
 
 EXECUTORS = ("process", "local", "slurm", "debug")
 
@@ -61,8 +62,8 @@ def prepare(cfg: SyntheticConfig, cache_root: str, *, size: int, max_frames: int
     layout = generate(cfg)
     generated = time.perf_counter()
     # Split 1's train and test lists together hold every labeled video.
-    labeled = (load_split(layout.video_root, layout.lists_dir, 1, "train")
-               + load_split(layout.video_root, layout.lists_dir, 1, "test"))
+    labeled = [rec for side in ("train", "test")
+               for rec in SETS[cfg.layout].load(layout.video_root, layout.lists_dir, 1, side)]
     unlabeled = list_videos(layout.unlabeled_dir)
     caches = build_caches({"labeled": labeled, "unlabeled": unlabeled}, cache_root, size=size,
                           max_frames=max_frames, workers=workers, **build_kw)

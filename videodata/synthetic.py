@@ -7,6 +7,10 @@ same code path reads it and the real data set:
     <root>/ucfTrainTestlist/classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt (CRLF)
     <root>/unlabeled/vid_NNNNNN.avi          the pretraining pool (no labels, other seeds)
 
+`layout=` any other set of `videodata.sets.SETS` writes that set's layout and list formats instead
+(its module's synthetic twin: class names, file names, containers, list files), with the same
+videos: 25 groups per class, split k testing groups 7(k-1)+1 .. 7k (a one-split set: split 1's).
+
 Classes differ by MOTION only. Every appearance factor (background, object shape, colours,
 size, position, orientation) is drawn independently of the class, and each class's motion is
 built so that the distribution of a single frame is the same for every class (random start
@@ -38,11 +42,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from runkit.atomic import atomic_open, atomic_write_bytes, atomic_write_json
+from runkit.atomic import atomic_open, atomic_write_json
 from runkit.logging import progress
 from runkit.processes import worker_context
 from videodata.errors import VideoDataError
-from videodata.hmdb51 import write_split_files as write_hmdb51_splits
+from videodata.records import VideoRecord
+from videodata.sets import SETS
 
 # Bump when rendering changes: it is part of the config hash, so old sets regenerate.
 GENERATOR_VERSION = 2
@@ -72,11 +77,9 @@ MOTIONS = (
     "RotateCounterclockwise",
 )
 SHAPES = ("rectangle", "ellipse", "triangle", "cross", "diamond")
-# layout="hmdb51": class folders named like HMDB51's (its first classes in sorted order, so the
-# label of class i is i); motion family i is class i. Each group is a "source movie".
-HMDB51_CLASSES = ("brush_hair", "cartwheel", "catch", "chew", "clap", "climb", "climb_stairs", "dive",
-                  "draw_sword", "dribble", "drink", "eat", "fall_floor", "fencing")
-LAYOUTS = ("ucf101", "hmdb51")
+# The target sets whose layout the generator writes (each module's synthetic twin); motion family
+# i is class i of the layout's class names.
+LAYOUTS = tuple(SETS)
 # Whole-frame camera motion (background and object together), for the stabilisation tests.
 CAMERAS = ("none", "pan", "zoom", "shake", "mixed")
 _SUPERSAMPLE = 2  # anti-aliased edges, so sub-pixel motion stays smooth
@@ -116,9 +119,9 @@ class SyntheticConfig:
     # levels), so that camera motion can be tracked: the smooth default backgrounds have no
     # corners, and a stabiliser tracks the (independently moving) object instead. 0: none.
     background_texture: float = 0.0
-    # "ucf101": UCF-101/<Class>/v_<Class>_gXX_cYY.avi + ucfTrainTestlist/; "hmdb51":
-    # hmdb51/<class>/<source>_<class>_..._<n>.avi + testTrainMulti_7030_splits/ (HMDB51's layout and
-    # split files; fold k tests the same groups as UCF101's split k)
+    # a key of videodata.sets.SETS: "ucf101": UCF-101/<Class>/v_<Class>_gXX_cYY.avi + ucfTrainTestlist/;
+    # "hmdb51": hmdb51/<class>/<source>_<class>_..._<n>.avi + testTrainMulti_7030_splits/ (fold k tests
+    # the same groups as UCF101's split k); "ssv2", "diving48": their JSON lists, one split
     layout: str = "ucf101"
     seed: int = 0
     workers: int = 2
@@ -159,7 +162,7 @@ class SyntheticConfig:
 
     @property
     def class_names(self) -> list[str]:
-        names = HMDB51_CLASSES if self.layout == "hmdb51" else MOTIONS
+        names = SETS[self.layout].synthetic_classes or MOTIONS
         return list(names[: self.num_classes])
 
     def content_dict(self) -> dict:
@@ -207,28 +210,21 @@ class VideoSpec:
 
 
 def layout_for(cfg: SyntheticConfig) -> SyntheticLayout:
-    root = Path(cfg.root)
-    videos, lists = ("hmdb51", "testTrainMulti_7030_splits") if cfg.layout == "hmdb51" else ("UCF-101", "ucfTrainTestlist")
-    return SyntheticLayout(root=root, video_root=root / videos, lists_dir=root / lists,
+    root, target = Path(cfg.root), SETS[cfg.layout]
+    return SyntheticLayout(root=root, video_root=target.video_root(root), lists_dir=target.lists_dir(root),
                            unlabeled_dir=root / "unlabeled", class_names=tuple(cfg.class_names),
                            fingerprint=cfg.fingerprint)
 
 
 def labeled_specs(cfg: SyntheticConfig) -> list[VideoSpec]:
+    target = SETS[cfg.layout]
     specs = []
     for label, name in enumerate(cfg.class_names):
-        folder = layout_for(cfg).video_root.name
         for group in range(1, NUM_GROUPS + 1):
             for clip in range(1, cfg.clips_per_group + 1):
-                file = (f"{_source(label, group)}_{name}_f_cm_np1_fr_med_{clip - 1}.avi" if cfg.layout == "hmdb51"
-                        else f"v_{name}_g{group:02d}_c{clip:02d}.avi")
-                specs.append(VideoSpec(f"{folder}/{name}/{file}", label, (cfg.seed, 0, label, group, clip)))
+                file = target.synthetic_file(name, label, group, clip)
+                specs.append(VideoSpec(f"{target.videos}/{file}", label, (cfg.seed, 0, label, group, clip)))
     return specs
-
-
-def _source(label: int, group: int) -> str:
-    """An HMDB51-style source-movie name, unique per (class, group)."""
-    return f"Movie{label:02d}{group:02d}"
 
 
 def unlabeled_specs(cfg: SyntheticConfig) -> list[VideoSpec]:
@@ -468,11 +464,17 @@ def _coverage(mask: np.ndarray, ss: int) -> np.ndarray:
     return count.astype(np.float32) / (ss * ss)
 
 
+# container by file extension: (format, codec); .avi is UCF101's and HMDB51's codec family
+CONTAINERS = {".avi": ("avi", "mpeg4"), ".mp4": ("mp4", "mpeg4"), ".webm": ("webm", "libvpx")}
+
+
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int, bit_rate: int = 600_000) -> None:
-    """Encode uint8 (T, H, W, 3) frames as mpeg4 in AVI (UCF101's codec family), atomically."""
+    """Encode uint8 (T, H, W, 3) frames, atomically: mpeg4 in AVI (UCF101's codec family), or by the
+    extension as in `CONTAINERS` (mpeg4 in .mp4, VP8 in .webm)."""
+    container_format, codec = CONTAINERS[Path(path).suffix.lower()]
     with atomic_open(path, "wb") as handle:
-        with av.open(handle, mode="w", format="avi") as container:
-            stream = container.add_stream("mpeg4", rate=fps)
+        with av.open(handle, mode="w", format=container_format) as container:
+            stream = container.add_stream(codec, rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
             stream.bit_rate = bit_rate
@@ -500,35 +502,23 @@ def _write_chunk(cfg_dict: dict, specs: list[VideoSpec]) -> int:
 
 # ----------------------------------------------------------------------------- split files
 
-def _crlf(lines: list[str]) -> bytes:
-    return "".join(line + "\r\n" for line in lines).encode("ascii")
-
-
 def write_split_files(cfg: SyntheticConfig) -> None:
-    lists = layout_for(cfg).lists_dir
+    """The layout's official list files (its module's `write_synthetic_lists`): a video is on the
+    test side of split k when its group is one of `split_groups(k)`."""
+    target, layout = SETS[cfg.layout], layout_for(cfg)
     names = cfg.class_names
-    specs = labeled_specs(cfg)
-    if cfg.layout == "hmdb51":  # one file per class and fold: 1 train, 2 test (by group, as UCF101's)
-        assignments: dict[str, list] = {name: [] for name in names}
-        for spec in specs:
-            group = spec.seed_key[3]
-            ids = [2 if group in split_groups(split) else 1 for split in SPLITS]
-            assignments[names[spec.motion]].append((spec.relpath.rsplit("/", 1)[1], ids))
-        write_hmdb51_splits(lists, assignments)
-        return
-    atomic_write_bytes(lists / "classInd.txt", _crlf([f"{i + 1} {n}" for i, n in enumerate(names)]))
-    for split in SPLITS:
-        test_groups = set(split_groups(split))
-        train, test = [], []
-        for spec in specs:
-            rel = spec.relpath.split("/", 1)[1]  # Class/v_Class_gXX_cYY.avi
-            group = int(rel.rsplit("_g", 1)[1][:2])
-            if group in test_groups:
-                test.append(rel)
-            else:
-                train.append(f"{rel} {spec.motion + 1}")
-        atomic_write_bytes(lists / f"trainlist0{split}.txt", _crlf(train))
-        atomic_write_bytes(lists / f"testlist0{split}.txt", _crlf(test))
+    records = [VideoRecord(spec.relpath, spec.relpath.split("/", 1)[1], spec.motion, names[spec.motion],
+                           spec.seed_key[3], spec.seed_key[4]) for spec in labeled_specs(cfg)]
+    layout.lists_dir.mkdir(parents=True, exist_ok=True)
+    target.write_synthetic_lists(layout.lists_dir, names, records, lambda split, group: group in split_groups(split))
+
+
+def _ours(cfg: SyntheticConfig, layout: SyntheticLayout) -> list[Path]:
+    """What the generator writes under the root: the video and unlabeled folders, and the list
+    folder or (a set whose lists lie in the root itself) the list files."""
+    lists = [layout.lists_dir] if layout.lists_dir != layout.root else \
+        [layout.lists_dir / name for name in SETS[cfg.layout].list_files]
+    return [layout.video_root, *lists, layout.unlabeled_dir]
 
 
 # ----------------------------------------------------------------------------- driver
@@ -559,7 +549,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticLayout:
     stamp = _read_stamp(stamp_path)
     if stamp and stamp.get("fingerprint") == cfg.fingerprint and stamp.get("complete"):
         return layout
-    ours = (layout.video_root, layout.lists_dir, layout.unlabeled_dir)
+    ours = _ours(cfg, layout)
     if stamp is None:
         present = [str(p) for p in ours if p.exists()]
         if present:
@@ -567,13 +557,16 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticLayout:
                                   f"synthetic set this generator wrote; choose another root")
     elif stamp.get("fingerprint") != cfg.fingerprint:
         for folder in ours:  # a different config: its videos are stale
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink(missing_ok=True)
     atomic_write_json(stamp_path, {"fingerprint": cfg.fingerprint, "config": cfg.content_dict(),
                                    "complete": False})
 
     specs = labeled_specs(cfg) + unlabeled_specs(cfg)
-    for name in cfg.class_names:
-        (layout.video_root / name).mkdir(parents=True, exist_ok=True)
+    for folder in sorted({(root / s.relpath).parent for s in specs}):
+        folder.mkdir(parents=True, exist_ok=True)
     layout.unlabeled_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in specs if not (root / s.relpath).is_file()]
     cfg_dict = dataclasses.asdict(cfg)

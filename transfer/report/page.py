@@ -122,12 +122,16 @@ def _headline(sweep_dir: Path, plan: dict, entries: list[dict], env: dict, now: 
         labels.append(f"`{rule.tag}`{counted}")
     splits = []
     for split in spec.get("splits", ()):
-        sizes = []
+        sizes, test_source = [], ""
         for part in ("train", "test"):
             path = sweep_dir / "manifests" / f"split{split}_{part}.txt"
             if path.is_file():
-                sizes.append(f"{_manifest_header(path).get('videos', '?')} {part}")
-        splits.append(f"{split} ({' / '.join(sizes)} videos)" if sizes else str(split))
+                header = _manifest_header(path)
+                sizes.append(f"{header.get('videos', '?')} {part}")
+                test_source = header.get("source", "") if part == "test" else test_source
+        # a set without public test labels scores on another official list (the test manifest's source)
+        splits.append((f"{split} ({' / '.join(sizes)} videos)" if sizes else str(split))
+                      + (f", the test list being {test_source}" if test_source else ""))
     classes = sorted({e["result"]["num_classes"] for e in done})
     data = spec.get("data", "?") + (f" at `{spec['root']}`" if spec.get("root") else "")
     overrides = spec.get("overrides") or {}

@@ -180,7 +180,8 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
         write_manifest(manifests, train, split=split, seed=-1, rule=full_rule, dataset=spec.data,
                        name=f"split{split}_train")
         test_manifest = write_manifest(manifests, test, split=split, seed=-1, rule=full_rule,
-                                       dataset=spec.data, name=spec.evaluation_list(split))
+                                       dataset=spec.data, name=spec.evaluation_list(split),
+                                       source="" if spec.validate else data.target.test_list)
         subsets = [(rule, sub, seed, *_draw(spec, split, rule, sub, train))
                    for rule in spec.rules() for sub, seed in spec.seed_pairs()]
         for rule, names in listed:
@@ -257,7 +258,7 @@ def audit_checkpoint(export: BackboneExport, data: LabeledData, tests: dict[int,
     except (VideoDataError, ValueError, OSError, OmegaConfBaseException) as exc:
         empty.note = f"not checked: the pretraining pool cannot be listed here ({one_line(str(exc))[:200]})"
         return empty
-    return audit_pool(pool, tests, target=target, ucf_groups=data.style == "ucf101")
+    return audit_pool(pool, tests, target=target, ucf_groups=data.target.name_groups)
 
 
 def _plain(spec: SweepSpec) -> dict:

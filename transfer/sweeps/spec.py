@@ -6,11 +6,13 @@ from pathlib import Path
 
 from runkit.errors import UserError
 from runkit.paths import resolve_path
+from transfer.canonical import BUDGETS as CANONICAL_SETS
 from transfer.classifier import INITS
 from transfer.sweeps.protocols import PROTOCOLS
 from transfer.subsets import SubsetRule
+from videodata.sets import SETS
 
-DATASETS = ("synthetic", "ucf101", "hmdb51")
+DATASETS = ("synthetic", *SETS)
 LEAK_ACTIONS = ("error", "warn")
 EXECUTORS = ("local", "slurm", "debug")
 
@@ -114,11 +116,8 @@ class SweepSpec:
         """Every check that needs no data, checkpoint or recipe file."""
         if self.data not in DATASETS:
             raise SweepError(f"--data must be one of {DATASETS}, got {self.data!r}")
-        if self.data == "ucf101" and not self.root:
-            raise SweepError("--data ucf101 needs --root (the folder holding UCF-101/ and ucfTrainTestlist/)")
-        if self.data == "hmdb51" and not self.root:
-            raise SweepError("--data hmdb51 needs --root (the folder holding hmdb51/<class>/ and "
-                             "testTrainMulti_7030_splits/)")
+        if self.data in SETS and not self.root:
+            raise SweepError(f"--data {self.data} needs --root (the folder holding {SETS[self.data].holds})")
         for name, given, allowed in (("--protocols", self.protocols, tuple(PROTOCOLS)), ("--inits", self.inits, INITS)):
             bad = [p for p in given if p not in allowed]
             if bad or not given:
@@ -129,10 +128,12 @@ class SweepSpec:
             raise SweepError("--seeds and --subset-seeds: a seed is given twice")
         if self.on_leak not in LEAK_ACTIONS:
             raise SweepError(f"--on-leak must be one of {LEAK_ACTIONS}, got {self.on_leak!r}")
-        bad_splits = [s for s in self.splits if s not in (1, 2, 3)]
+        target = SETS[self.data if self.data in SETS else self.synthetic.get("layout", "ucf101")]
+        bad_splits = [s for s in self.splits if s not in target.splits]
         if bad_splits or not self.splits:
-            raise SweepError(f"--splits: {', '.join(map(str, bad_splits)) or 'none given'}; "
-                             f"UCF101-style sets have splits 1, 2 and 3")
+            has = ("UCF101-style sets have splits 1, 2 and 3" if target.splits == (1, 2, 3)
+                   else f"{target.title} has split(s) {', '.join(map(str, target.splits))}")
+            raise SweepError(f"--splits: {', '.join(map(str, bad_splits)) or 'none given'}; {has}")
         if not (self.fractions or self.per_class or self.subset_lists):
             raise SweepError("--fractions: give at least one fraction (or --per-class, --subset-list)")
         if self.executor not in EXECUTORS:
@@ -144,8 +145,8 @@ class SweepSpec:
             raise SweepError("--checkpoint: an export is given twice (each pretraining run once)")
         self.rules()  # validates every fraction / count
         self.listed()
-        if self.canonical and self.data not in ("ucf101", "hmdb51"):
-            raise SweepError(f"--canonical: the canonical subsets are UCF101's and HMDB51's, not --data {self.data}'s")
+        if self.canonical and self.data not in CANONICAL_SETS:
+            raise SweepError(f"--canonical: canonical subsets ship for {', '.join(CANONICAL_SETS)}, not --data {self.data}")
         if self.canonical and self.validate:
             raise SweepError("--canonical with --validate: the canonical lists are drawn from the whole training "
                              "list, which --validate splits; run --validate with fresh draws")
