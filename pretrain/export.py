@@ -6,8 +6,9 @@
      "method": "vgan" | ...}
 
 Every pretraining method exports its backbone in this one format (the discriminator's conv stack,
-`pretrain.models.VideoBackbone`; a discriminator's real/fake head may ride along and is ignored by
-transfer), so every transfer protocol works on every method unchanged. Every value is a tensor,
+`pretrain.models.VideoBackbone`, a discriminator's real/fake head riding along ignored by transfer;
+method=mae's video ViT, `pretrain.vit.VideoViT`, arch `kind: vit`), so every transfer protocol works
+on every method unchanged. Every value is a tensor,
 number, string or container of those: the file loads with `torch.load(weights_only=True)` and can
 never carry code.
 """

@@ -295,10 +295,14 @@ def build_discriminator(arch: dict) -> Discriminator:
 
 def build_backbone(arch: dict) -> VideoBackbone:
     """The head-less backbone of that discriminator (what transfer uses); an export of another
-    family's network (`arch["kind"]`, e.g. torchvision's video ResNets) builds that network."""
+    family's network (`arch["kind"]`: torchvision's video ResNets, the video ViT of
+    `pretrain.vit`) builds that network."""
     if arch.get("kind") == "torchvision":
         from pretrain.torchvision_video import TorchvisionBackbone
         return TorchvisionBackbone(**arch)
+    if arch.get("kind") == "vit":
+        from pretrain.vit import build_vit
+        return build_vit(arch)
     return VideoBackbone(**_checked_arch(arch))
 
 

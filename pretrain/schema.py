@@ -15,13 +15,14 @@ from omegaconf import OmegaConf
 
 from pretrain.models import check_clip_shape
 from runkit.errors import UserError
+from videodata.sets import SETS
 from videodata.synthetic import SyntheticConfig
 
 
 @dataclass
 class AuditConfig:
     """The leakage audit before pretraining (videodata.audit): the pool against a target's test lists."""
-    target: str = "none"              # none | synthetic | ucf101 | hmdb51
+    target: str = "none"              # none | synthetic | a key of videodata.sets.SETS (ucf101, hmdb51, ...)
     root: str = ""                    # the target set's folder (synthetic: default data.synthetic.root)
     splits: tuple[int, ...] = (1, 2, 3)
     on_leak: str = "error"            # error | warn
@@ -133,6 +134,40 @@ class TrainerConfig:
 
 
 @dataclass
+class ViTSection:
+    """The video ViT (pretrain.vit.VideoViT) on model.frames x model.size^2 clips; VideoMAE's ViT-B
+    by default (ViT-S: dim 384, heads 6). model.width and the other CNN keys do not apply to it."""
+    patch: int = 16                   # tubelet pixels: patch x patch
+    tubelet: int = 2                  # tubelet frames
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    pos_embed: str = "sincos"         # sincos (fixed, VideoMAE's) | learned
+    drop_path: float = 0.0
+
+
+@dataclass
+class MAEConfig:
+    """Masked video modelling (pretrain/methods/mae.py, VideoMAE) on the video ViT; defaults are
+    VideoMAE's ViT-B recipe."""
+    encoder: ViTSection = field(default_factory=ViTSection)
+    mask_ratio: float = 0.9           # tube masking: round(ratio x tokens per frame) hidden, the same in every slot
+    decoder_dim: int = 384
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    norm_target: bool = True          # target: each tubelet's pixels normalised by its own mean and std
+    min_crop: float = 0.66            # zoom jitter per clip (VideoMAE's smallest multi-scale crop)
+    base_lr: float = 1.5e-4           # lr = base_lr x trainer.batch_size / 256 (min_lr alike)
+    min_lr: float = 1e-5
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.05        # not on biases, norms, learned positions, the mask token
+    warmup_epochs: float = 40.0       # linear warm-up from 0 with an epoch budget (trainer.epochs > 0)
+    warmup_steps: int = -1            # >= 0: warm-up steps, whatever the budget (needed with trainer.steps)
+
+
+@dataclass
 class AdamWSettings:
     """The optimiser of a method that trains the backbone with a small head (AdamW)."""
     lr: float = 1e-3
@@ -143,25 +178,30 @@ class AdamWSettings:
 
 @dataclass
 class ContrastiveConfig(AdamWSettings):
-    """Two clips of one video are a positive pair (InfoNCE with a projection head), CVRL/SimCLR-style."""
+    """CVRL (pretrain/methods/contrastive.py): two clips of one video at CVRL's interval over the
+    whole cached video, CVRL's view augmentation, InfoNCE through a projection head. Defaults are
+    CVRL's (its head: 3 hidden layers of 2048, out 128); the CPU demo's head is smaller."""
     temperature: float = 0.1
-    projection_dim: int = 128
-    hidden_dim: int = 512
-    min_crop: float = 0.5             # each view: a random box of side [min_crop, 1], same on every frame
-    color_jitter: float = 0.3         # each view: brightness / contrast / saturation jitter of this strength
+    projection_dim: int = 128         # the head's output (CVRL: 128)
+    hidden_dim: int = 2048            # the head's hidden width (CVRL: 2048, on R3D-50's 2048 features)
+    hidden_layers: int = 3            # Linear-BN-ReLU layers before the output (CVRL's hidden_layer_num: 3)
+    flip: bool = True                 # CVRL's horizontal flip; false where classes are directions (synthetic)
 
 
 @dataclass
 class SpeedConfig(AdamWSettings):
     """Playback-speed prediction: which of `speeds` frame strides made the clip (no negatives)."""
     speeds: tuple[int, ...] = (1, 2, 4)
+    min_crop: float = 0.8             # zoom jitter: a box of side [min_crop, 1], the same on every frame; it
+                                      # also spreads the per-frame motion by 1 / min_crop (methods/speed.py)
 
 
 @dataclass
 class MethodConfig:
-    name: str = "vgan"                # vgan | contrastive | speed (pretrain/methods/)
+    name: str = "vgan"                # vgan | contrastive | speed | mae (pretrain/methods/)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
 
 
 @dataclass
@@ -187,8 +227,8 @@ CHOICES = {
     "model.d_norm": ("batch", "none"),
     "trainer.loss": ("softmax", "bce", "hinge"),
     "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
-    "method.name": ("vgan", "contrastive", "speed"),
-    "data.audit.target": ("none", "synthetic", "ucf101", "hmdb51"),
+    "method.name": ("vgan", "contrastive", "speed", "mae"),
+    "data.audit.target": ("none", "synthetic", *SETS),
     "data.audit.on_leak": ("error", "warn"),
 }
 
@@ -220,8 +260,11 @@ def validate(cfg: Any) -> None:
         SyntheticConfig(**OmegaConf.to_container(OmegaConf.structured(cfg.data.synthetic)))
     except ValueError as exc:
         raise ConfigError(f"config data.synthetic: {exc}") from None
-    if cfg.data.audit.target in ("ucf101", "hmdb51") and not cfg.data.audit.root:
+    if cfg.data.audit.target in SETS and not cfg.data.audit.root:
         raise ConfigError(f"config data.audit.target={cfg.data.audit.target} needs data.audit.root (the set's folder)")
+    if cfg.data.audit.target in SETS and set(cfg.data.audit.splits) - set(SETS[cfg.data.audit.target].splits):
+        raise ConfigError(f"config data.audit.splits={list(cfg.data.audit.splits)}: {cfg.data.audit.target} has "
+                          f"split(s) {list(SETS[cfg.data.audit.target].splits)}")
     if cfg.data.max_frames < 1 or cfg.data.stride < 1 or cfg.data.loader_workers < 0:
         raise ConfigError("config data.max_frames and data.stride must be >= 1, data.loader_workers >= 0")
     if cfg.data.skip_frames < 0 or cfg.data.max_clips < 1:
@@ -238,10 +281,19 @@ def validate(cfg: Any) -> None:
     except ValueError as exc:
         raise ConfigError(f"config model: {exc}") from None
     c, sp = cfg.method.contrastive, cfg.method.speed
-    if c.temperature <= 0 or not 0 < c.min_crop <= 1 or c.color_jitter < 0:
-        raise ConfigError("config method.contrastive: temperature > 0, min_crop in (0, 1], color_jitter >= 0")
+    if c.temperature <= 0 or c.projection_dim < 1 or c.hidden_dim < 1 or c.hidden_layers < 0:
+        raise ConfigError("config method.contrastive: temperature > 0, projection_dim and hidden_dim >= 1, "
+                          "hidden_layers >= 0")
     if not sp.speeds or min(sp.speeds) < 1 or len(set(sp.speeds)) != len(sp.speeds):
         raise ConfigError(f"config method.speed.speeds must be distinct integers >= 1; got {list(sp.speeds)}")
+    if not 0 < sp.min_crop <= 1:
+        raise ConfigError(f"config method.speed.min_crop must be in (0, 1]; got {sp.min_crop}")
+    if cfg.method.name == "mae":
+        from pretrain.methods.mae import check_config
+        try:
+            check_config(cfg)
+        except ValueError as exc:
+            raise ConfigError(f"config method.mae: {exc}") from None
 
 
 # Settings that decide where and how fast a run goes, not what it learns: left out of the run's

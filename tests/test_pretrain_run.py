@@ -71,13 +71,13 @@ def test_every_shipped_preset_composes_and_validates(preset):
     assert cfg.experiment_name == preset
     validate(as_config(cfg))
     method = preset.split("_")[0]
-    assert cfg.method.name == (method if method in ("contrastive", "speed") else "vgan")
+    assert cfg.method.name == (method if method in ("contrastive", "speed", "mae") else "vgan")
 
 
 def test_cpu_demos_share_the_backbone_and_budget():
     """The methods compare on one backbone, one precision policy and one training-time cap (README: Methods)."""
     shapes = {name: _compose(f"experiment={name}") for name in CPU_DEMOS}
-    assert len(shapes) == 4
+    assert len(shapes) == 5
     assert {(c.model.width, c.model.frames, c.model.size, c.trainer.batch_size, c.trainer.time_limit_min,
              c.trainer.precision, c.trainer.channels_last)
             for c in shapes.values()} == {(16, 16, 32, 32, 4.5, "auto", True)}

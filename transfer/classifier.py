@@ -59,19 +59,27 @@ def build_backbone(export: BackboneExport, init: str) -> nn.Module:
 
 
 class VideoClassifier(nn.Module):
-    """Backbone's penultimate map -> Dropout3d -> Conv3d over the whole map -> K logits."""
+    """Backbone's penultimate map -> Dropout3d -> Conv3d over the whole map -> K logits. A token
+    backbone (`backbone.head_pooling == "mean"`: pretrain.vit.VideoViT, whose map is its tokens on
+    their grid) gets VideoMAE's head instead: the mean of the tokens -> Dropout -> Linear."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.5):
         super().__init__()
         self.backbone = backbone
         channels, *kernel = backbone.feature_shape
-        self.dropout = nn.Dropout3d(dropout)
-        self.head = nn.Conv3d(channels, num_classes, kernel_size=tuple(kernel))
+        self.mean_pooled = getattr(backbone, "head_pooling", None) == "mean"
+        if self.mean_pooled:
+            self.dropout, self.head = nn.Dropout(dropout), nn.Linear(channels, num_classes)
+        else:
+            self.dropout = nn.Dropout3d(dropout)
+            self.head = nn.Conv3d(channels, num_classes, kernel_size=tuple(kernel))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_features(x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.mean_pooled:
+            return self.head(self.dropout(features.mean(dim=(2, 3, 4))))
         return self.head(self.dropout(features)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,15 +23,17 @@ def random_shift(batch: torch.Tensor, pixels: int, generator: torch.Generator) -
     return torch.stack([padded[i, :, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
-def random_zoom(batch: torch.Tensor, min_crop: float, generator: torch.Generator) -> torch.Tensor:
+def random_zoom(batch: torch.Tensor, min_crop: float, generator: torch.Generator | None,
+                draws: torch.Tensor | None = None) -> torch.Tensor:
     """Zoom each clip into a random box (side in [min_crop, 1] of the frame, same aspect), resized back.
 
-    Random-resized-crop without the aspect jitter: the same box on every frame.
+    Random-resized-crop without the aspect jitter: the same box on every frame. `draws`: the
+    (B, 3) uniforms to use instead of drawing them from `generator` (a caller's own slice).
     """
     if min_crop >= 1.0:
         return batch
     b, c, t, h, w = batch.shape
-    draws = torch.rand(b, 3, generator=generator)
+    draws = torch.rand(b, 3, generator=generator) if draws is None else draws
     side = min_crop + (1.0 - min_crop) * draws[:, 0]
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = side
@@ -67,8 +69,17 @@ def color_jitter(batch: torch.Tensor, strength: float, generator: torch.Generato
 CVRL = {"crop_area": (0.3, 1.0), "crop_aspect": (0.5, 2.0), "flip_p": 0.5, "jitter_p": 0.8,
         "brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.2, "grayscale_p": 0.2,
         "blur_sigma": (0.1, 2.0), "blur_kernel": 0.1, "blur_p": (1.0, 0.1), "solarize_p": (0.0, 0.2)}
-# blur_p and solarize_p are (view 1, view 2), the BYOL-style asymmetry CVRL uses; solarisation on
-# the second view only is taken from BYOL's recipe (not checked against CVRL's TF code here).
+# blur_p and solarize_p are (view 1, view 2). Checked against CVRL's TF2 code (tensorflow/models
+# official/projects/video_ssl: dataloaders/video_ssl_input.py `_process_image`, ops/
+# video_ssl_preprocess_ops.py, vision/ops/preprocess_ops_3d.py `random_crop_resize`): crop
+# (tf.image.sample_distorted_bounding_box, aspect uniform in [0.5, 2], the box's height uniform
+# between the area bounds, clamped to fit) and flip per view, then on [0, 1]: colour jitter p 0.8
+# (brightness x [0.2, 1.8], contrast and saturation [0.2, 1.8], hue +-0.2, random order, clipped
+# after each), grayscale p 0.2, blur (kernel 2 (h // 10 // 2) + 1, sigma [0.1, 2]) p 1.0 / 0.1,
+# solarisation p 0.2 on the second view only; the same draw for every frame of a clip.
+# Differences: saturation and hue are linear (a blend with the luma, a chroma rotation in YIQ),
+# where TF goes through HSV; the blur pads by reflection, where TF's SAME pads zeros (a darker
+# border); the crop is resized by bilinear grid sampling and drawn continuously, not in pixels.
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -78,11 +89,14 @@ def cvrl_params(b: int, generator: torch.Generator, view: int = 0, flip: bool = 
     p = CVRL
     u = torch.rand(b, 16, generator=generator)
     lo, hi = p["crop_area"]
-    area = lo + (hi - lo) * u[:, 0]
-    log_lo, log_hi = torch.log(torch.tensor(p["crop_aspect"]))
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])  # log-uniform, as torchvision's RRC
-    # the box's sides as fractions of the frame (clipped to fit, as RRC's fallback does)
-    sw, sh = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
+    # TF's box: aspect (width / height) uniform, then the height uniform between the heights of the
+    # smallest and largest area at that aspect, the largest clamped so the box fits the frame
+    a_lo, a_hi = p["crop_aspect"]
+    aspect = a_lo + (a_hi - a_lo) * u[:, 0]
+    low = (lo / aspect).sqrt()
+    high = torch.minimum((hi / aspect).sqrt(), torch.minimum(torch.ones_like(aspect), 1 / aspect))
+    sh = torch.minimum(low + (high - low).clamp(min=0) * u[:, 1], high)  # sides as fractions of the frame
+    sw = aspect * sh
     order = torch.argsort(torch.rand(b, 4, generator=generator), dim=1)  # colour ops in random order
     blur_lo, blur_hi = p["blur_sigma"]
     return {"sw": sw, "sh": sh, "cx": (1 - sw) * (2 * u[:, 2] - 1), "cy": (1 - sh) * (2 * u[:, 3] - 1),
@@ -97,19 +111,14 @@ def cvrl_params(b: int, generator: torch.Generator, view: int = 0, flip: bool = 
             "solarize": u[:, 13] < p["solarize_p"][view]}
 
 
-def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
-
-
-def _hue(u: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the chroma by shift x 2 pi in YIQ space (a linear stand-in for an HSV hue shift)."""
-    to_yiq = u.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    angle = (2 * torch.pi * shift).to(u)
+def _hue_matrix(shift: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3): rotate the chroma by shift x 2 pi in YIQ space (a linear stand-in for an HSV hue shift)."""
+    to_yiq = shift.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    angle = 2 * torch.pi * shift
     cos, sin, one, zero = angle.cos(), angle.sin(), torch.ones_like(angle), torch.zeros_like(angle)
     rot = torch.stack([torch.stack([one, zero, zero], -1), torch.stack([zero, cos, -sin], -1),
-                       torch.stack([zero, sin, cos], -1)], -2)                           # (B, 3, 3)
-    m = torch.linalg.inv(to_yiq) @ rot @ to_yiq
-    return torch.einsum("bij,bj...->bi...", m, u)
+                       torch.stack([zero, sin, cos], -1)], -2)
+    return torch.linalg.inv(to_yiq) @ rot @ to_yiq
 
 
 def cvrl_augment(batch: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -125,35 +134,55 @@ def cvrl_augment(batch: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.
     frames = batch.transpose(1, 2).reshape(b * t, c, h, w)
     grid = F.affine_grid(theta.repeat_interleave(t, dim=0), [b * t, c, h, w], align_corners=False)
     x = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    u = ((x.reshape(b, t, c, h, w).transpose(1, 2) + 1) / 2).clamp(0, 1)  # [0, 1], (B, C, T, H, W)
-    shape = (b, 1, 1, 1, 1)
+    x = x.add_(1).mul_(0.5).clamp_(0, 1)                                                      # [0, 1]
+    u = x.reshape(b, t, c, h, w).transpose(1, 2).reshape(b, c, t * h * w)
+    # Each op touches only the clips that draw it (index, change, copy back: most of the cost is
+    # passes over memory). Every colour op is a per-clip 3x3 map plus an offset, so one batched
+    # matmul applies the op each clip draws at each of the 4 positions (clipped to [0, 1] after
+    # each, as TF): brightness f I; contrast f I about each channel's mean over the clip
+    # (tf.image.adjust_contrast on CVRL's frames stacked into one image); saturation
+    # f I + (1 - f) L, L every channel's luma; hue the YIQ rotation.
+    luma = torch.tensor(_LUMA, device=dev, dtype=dt).expand(3, 3)
 
-    def grey(v):
-        luma = v.new_tensor(_LUMA).view(1, 3, 1, 1, 1)
-        return (v * luma).sum(dim=1, keepdim=True)
+    def drawn(key):  # the clips that draw an op, from the CPU parameters (no device sync)
+        return params[key].cpu().nonzero().flatten()
 
-    ops = (lambda v: v * q["brightness"].view(shape).to(dt),
-           lambda v: (v - grey(v).mean(dim=(3, 4), keepdim=True)) * q["contrast"].view(shape).to(dt)
-           + grey(v).mean(dim=(3, 4), keepdim=True),                     # about each frame's mean
-           lambda v: (v - grey(v)) * q["saturation"].view(shape).to(dt) + grey(v),
-           lambda v: _hue(v, q["hue"]))
-    jittered = u
-    for position in range(4):
-        step = jittered
-        for index, op in enumerate(ops):
-            step = _where(q["order"][:, position] == index, op(jittered).clamp(0, 1), step)
-        jittered = step
-    u = _where(q["jitter"], jittered, u)
-    u = _where(q["grayscale"], grey(u).expand_as(u), u)
-    # Gaussian blur, kernel 10% of the side, sigma per clip; separable, by grouped convolution
-    k = max(3, int(CVRL["blur_kernel"] * h) | 1)
-    offsets = torch.arange(k, device=dev, dtype=dt) - k // 2
-    kernel = torch.exp(-offsets[None] ** 2 / (2 * q["sigma"].to(dt)[:, None] ** 2))
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)                                  # (B, k)
-    kern = kernel.repeat_interleave(c * t, dim=0)                                      # (B*C*T, k)
-    planes = u.reshape(1, b * c * t, h, w)
-    blurred = F.conv2d(F.pad(planes, (k // 2, k // 2, 0, 0), mode="reflect"), kern[:, None, None, :], groups=b * c * t)
-    blurred = F.conv2d(F.pad(blurred, (0, 0, k // 2, k // 2), mode="reflect"), kern[:, None, :, None], groups=b * c * t)
-    u = _where(q["blur"], blurred.reshape(b, c, t, h, w), u)
-    u = _where(q["solarize"], torch.where(u >= 0.5, 1 - u, u), u)
-    return u * 2 - 1
+    chosen = drawn("jitter")
+    if len(chosen):
+        n, order, chosen = len(chosen), params["order"].cpu()[chosen], chosen.to(dev)
+        eye = torch.eye(3, device=dev, dtype=dt).expand(n, 3, 3)
+        f = {k: q[k][chosen].to(dt)[:, None, None] for k in ("brightness", "contrast", "saturation")}
+        maps = torch.stack([f["brightness"] * eye, f["contrast"] * eye,
+                            f["saturation"] * eye + (1 - f["saturation"]) * luma,
+                            _hue_matrix(q["hue"][chosen].to(dt))], 1)                      # (n, 4, 3, 3)
+        v = u[chosen]
+        for position in range(4):
+            op = order[:, position]
+            offset = torch.zeros(n, 3, 1, device=dev, dtype=dt)
+            if (op == 1).any():
+                contrast = (op == 1).to(dev)[:, None, None]
+                offset = torch.where(contrast, (1 - f["contrast"]) * v.mean(dim=2, keepdim=True), offset)
+            v = torch.baddbmm(offset, maps[torch.arange(n, device=dev), op.to(dev)], v).clamp_(0, 1)
+        u.index_copy_(0, chosen, v)
+    chosen = drawn("grayscale").to(dev)
+    if len(chosen):
+        u.index_copy_(0, chosen, luma @ u[chosen])
+    u = u.view(b, c, t, h, w)
+    # Gaussian blur, kernel about 10% of the side as TF's (2 (h // 10 // 2) + 1: 3 at 32 px, 7 at
+    # 64, 23 at 224; 1, no blur, below 20 px), sigma per clip; separable, by grouped convolution
+    k = 2 * (int(CVRL["blur_kernel"] * h) // 2) + 1
+    chosen = drawn("blur").to(dev)
+    if k > 1 and len(chosen):
+        n = len(chosen)
+        offsets = torch.arange(k, device=dev, dtype=dt) - k // 2
+        kernel = torch.exp(-offsets[None] ** 2 / (2 * q["sigma"][chosen].to(dt)[:, None] ** 2))
+        kern = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c * t, dim=0)  # (n C T, k)
+        planes = u[chosen].reshape(1, n * c * t, h, w)
+        planes = F.conv2d(F.pad(planes, (k // 2, k // 2, 0, 0), mode="reflect"), kern[:, None, None, :], groups=n * c * t)
+        planes = F.conv2d(F.pad(planes, (0, 0, k // 2, k // 2), mode="reflect"), kern[:, None, :, None], groups=n * c * t)
+        u.index_copy_(0, chosen, planes.reshape(n, c, t, h, w))
+    chosen = drawn("solarize").to(dev)
+    if len(chosen):
+        v = u[chosen]
+        u.index_copy_(0, chosen, torch.where(v >= 0.5, 1 - v, v))
+    return u.mul_(2).sub_(1)

@@ -37,10 +37,52 @@ from runkit.distributed import DistInfo
 
 @dataclass(frozen=True)
 class DataView:
-    """One training item: `views` clips of `frames` frames from one video ("random" or "first" start)."""
+    """One training item: `views` clips of `frames` frames from one video ("random" or "first" start).
+
+    A method that cuts its clips itself (contrastive, speed) asks for the whole cached video:
+    `frames=whole_video(cfg, minimum)`, one view, so the item is the cache's frames from frame 0
+    (the cache keeps no more than that many), a short video padded with its last frame; the method
+    finds the padding (`valid_frames`) and draws its clips inside the real frames.
+    """
     frames: int
     views: int = 1
     sampling: str = "random"
+
+
+# pretrain.data serves fixed-length items and says nothing of a video's length, so a method that
+# samples over the whole video reads the length off the padding. What pretrain/data.py would need
+# to serve it directly: the real frame count with each item (ClipDataset returning
+# cache.num_frames beside the clip), and cached_frames taking the view's length whatever
+# data.sampling says (today only data.sampling=random or first keep exactly `frames`).
+def whole_video(cfg: Any, minimum: int) -> int:
+    """Frames of a whole-video data view: `data.max_frames`, at least `minimum` (what one item needs)."""
+    return max(int(cfg.data.max_frames), int(minimum))
+
+
+def valid_frames(windows: torch.Tensor) -> torch.Tensor:
+    """Each window's real frames, (B, C, T, H, W) -> int64 (B,): the cache pads a short video
+    with copies of its last frame, so a run of frames equal to the last one ends the video (a
+    video that truly ends on identical frames loses only those repeats)."""
+    t = windows.shape[2]
+
+    def trailing(same: torch.Tensor) -> torch.Tensor:  # (B, n) -> the length of each row's run of Trues at its end
+        return torch.cumprod(same.flip(1).long(), dim=1).sum(dim=1)
+
+    # one pass for a checksum per frame; the exact comparison only over the longest candidate run
+    sums = windows.sum(dim=(1, 3, 4), dtype=torch.float64)                               # (B, T)
+    near = trailing((sums - sums[:, -1:]).abs() <= 1e-6)
+    longest = int(near.max())
+    if longest > 1:
+        tail = windows[:, :, t - longest:]
+        same = (tail == tail[:, :, -1:]).flatten(3).all(dim=3).all(dim=1)                # (B, longest)
+        near = torch.minimum(near, trailing(same))
+    return (t - near + 1).cpu()  # the run's first frame is the video's last real one
+
+
+def take_frames(windows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Frames `index` (B, T) of each window: (B, C, W, H, W') -> (B, C, T, H, W')."""
+    index = index.to(windows.device)[:, None, :, None, None]
+    return torch.gather(windows, 2, index.expand(-1, windows.shape[1], -1, windows.shape[3], windows.shape[4]))
 
 
 class Method:
@@ -149,6 +191,12 @@ class BackboneMethod(Method):
 
     def make_head(self, features: int) -> nn.Module:
         raise NotImplementedError
+
+    def local(self, draws: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a draw for the global batch: every rank draws the whole batch from
+        the (rank-identical) generator, so the clips' draws do not depend on the world size."""
+        b = self.cfg.trainer.batch_size // self.dist.world_size
+        return draws[self.dist.rank * b:(self.dist.rank + 1) * b]
 
     def modules(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone_net, "head": self.head}
