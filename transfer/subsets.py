@@ -203,7 +203,7 @@ def write_manifest(folder: str | Path, subset: Sequence[Labeled], *, split: int,
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)
     return Manifest(path, manifest_hash(text), tuple(r.relpath for r in subset),
-                    tuple(int(r.label) for r in subset), tuple(group_of(r) for r in subset))
+                    tuple(int(r.label) for r in subset), tuple(group_of(r) for r in subset), source)
 
 
 def read_manifest(path: str | Path) -> Manifest:
