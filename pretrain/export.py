@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from pretrain.models import VideoBackbone, build_backbone
+from pretrain.torchvision_video import TorchvisionBackbone, load_weights, parse_spec
 from runkit.atomic import atomic_torch_save, atomic_write_text
 from runkit.errors import UserError
 from runkit.hashing import file_sha256
@@ -142,3 +143,21 @@ def latest_export(output_root: str | Path = "outputs/pretrain") -> Path:
     if not path.is_file():
         raise ExportError(f"{pointer} points at {path}, which does not exist; run `python pretrain/run.py` again")
     return path
+
+
+def export_torchvision(spec: str, out_root: str | Path, *, seed: int = 0) -> Path:
+    """Write (once) the backbone export of `spec` under `out_root/torchvision-<name>-<weights hash
+    or "init<seed>">/backbone.pt` and return its path. Without a weights file the export holds
+    torchvision's fresh init from `seed`."""
+    name, weights = parse_spec(spec)
+    tag = file_sha256(weights)[:12] if weights is not None else f"init{seed}"
+    out = Path(out_root) / f"torchvision-{name}-{tag}" / "backbone.pt"
+    if out.is_file():
+        return out
+    torch.manual_seed(seed)
+    backbone = TorchvisionBackbone(name)
+    if weights is not None:
+        backbone.load_state_dict(load_weights(name, weights))
+    source = str(weights) if weights is not None else f"torchvision fresh init, seed {seed}"
+    return write_export(out, backbone, step=0, data_fingerprint=f"torchvision:{tag}",
+                        config={"torchvision": name, "weights": source}, method=f"torchvision:{name}")

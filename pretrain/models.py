@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from pretrain.torchvision_video import TorchvisionBackbone
+from pretrain.vit import build_vit
+
 Z_DIM = 100
 STAGES = 4  # stride-2 (de)convolutions between the 1/16 map and the clip
 
@@ -298,10 +301,8 @@ def build_backbone(arch: dict) -> VideoBackbone:
     family's network (`arch["kind"]`: torchvision's video ResNets, the video ViT of
     `pretrain.vit`) builds that network."""
     if arch.get("kind") == "torchvision":
-        from pretrain.torchvision_video import TorchvisionBackbone
         return TorchvisionBackbone(**arch)
     if arch.get("kind") == "vit":
-        from pretrain.vit import build_vit
         return build_vit(arch)
     return VideoBackbone(**_checked_arch(arch))
 

@@ -5,7 +5,7 @@ checkpoints, any state_dict of that shape) on the same curve as its own methods.
     python transfer/sweep.py --checkpoint torchvision:r2plus1d_18                    # fresh init
     python transfer/sweep.py --checkpoint torchvision:r2plus1d_18=/path/weights.pth  # a state_dict
 
-`export_torchvision` turns such a spec into an ordinary backbone export (`pretrain.export`), so
+`pretrain.export.export_torchvision` turns such a spec into an ordinary backbone export, so
 every transfer protocol, the feature cache and the report work unchanged. The backbone exposes the
 interface of `pretrain.models.VideoBackbone`: `forward_features(x, layer)` with layers
 "block1".."block4" (= torchvision's layer1..layer4) and "penultimate" (layer4), and
@@ -140,24 +140,3 @@ def load_weights(name: str, path: Path) -> dict[str, torch.Tensor]:
         raise BackboneSpecError(f"torchvision:{name}={path}: the keys do not fit {name}: "
                                 + "; ".join(p for p in parts if p))
     return {f"features.{k}": v for k, v in state.items()}
-
-
-def export_torchvision(spec: str, out_root: str | Path, *, seed: int = 0) -> Path:
-    """Write (once) the backbone export of `spec` under `out_root/torchvision-<name>-<weights hash
-    or "init<seed>">/backbone.pt` and return its path. Without a weights file the export holds
-    torchvision's fresh init from `seed`."""
-    from pretrain.export import write_export
-    from runkit.hashing import file_sha256
-
-    name, weights = parse_spec(spec)
-    tag = file_sha256(weights)[:12] if weights is not None else f"init{seed}"
-    out = Path(out_root) / f"torchvision-{name}-{tag}" / "backbone.pt"
-    if out.is_file():
-        return out
-    torch.manual_seed(seed)
-    backbone = TorchvisionBackbone(name)
-    if weights is not None:
-        backbone.load_state_dict(load_weights(name, weights))
-    source = str(weights) if weights is not None else f"torchvision fresh init, seed {seed}"
-    return write_export(out, backbone, step=0, data_fingerprint=f"torchvision:{tag}",
-                        config={"torchvision": name, "weights": source}, method=f"torchvision:{name}")

@@ -25,6 +25,7 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from runkit.errors import UserError
+from runkit.jobs import JobReport
 
 # Queue states after which a job will not run again by itself.
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -271,8 +272,7 @@ def collect_results(jobs: Iterable[submitit.Job], timeout_s: float | None = None
 def job_runner(executor: submitit.Executor) -> Callable[[Callable[..., Any], list[tuple]], list]:
     """`run_jobs(fn, arg_lists)` for library code that must not know about SLURM (e.g.
     `videodata.cache.ClipCache.build`): one preemptible job per argument list (an array on SLURM),
-    waited for; one `videodata.cache.JobReport` per job, in order, never raising for a job."""
-    from videodata.cache import JobReport
+    waited for; one `runkit.jobs.JobReport` per job, in order, never raising for a job."""
 
     def run(fn: Callable[..., Any], arg_lists: list[tuple]) -> list:
         jobs = submit_array(executor, [PreemptibleCall(fn, *args) for args in arg_lists])

@@ -12,7 +12,7 @@ import torch
 
 from _timing import REFERENCE_STEP_S, scaled, steps_for
 from slurm.jobs import queue_info, wait_jobs
-from slurm.launch_pretrain import submit_pretraining
+from pretrain.launch import submit_pretraining
 from test_slurm_cluster import (interrupt_and_requeue, local_cluster,  # noqa: F401  (fixture)
                                 progress_of_attempts)
 

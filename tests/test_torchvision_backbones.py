@@ -11,9 +11,8 @@ import torch
 from torchvision.models import video
 
 from _tiny import tiny_sweep_spec
-from pretrain.export import load_export
-from pretrain.torchvision_video import (MODELS, BackboneSpecError, TorchvisionBackbone, export_torchvision,
-                                        load_weights, parse_spec)
+from pretrain.export import export_torchvision, load_export
+from pretrain.torchvision_video import MODELS, BackboneSpecError, TorchvisionBackbone, load_weights, parse_spec
 from transfer.classifier import build_classifier
 from transfer.ledger import Ledger
 from transfer.sweeps import run_sweep

@@ -58,7 +58,6 @@ import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from collections.abc import Sequence as SequenceABC
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -68,6 +67,7 @@ from urllib.parse import quote
 import numpy as np
 
 from runkit.atomic import atomic_write_json, atomic_write_with
+from runkit.jobs import RunJobs
 from runkit.processes import worker_context
 from videodata.errors import VideoDataError
 from videodata.records import VideoRecord
@@ -255,19 +255,6 @@ def _build_shards(folder: str, tasks: list[tuple[int, list[str]]], size: tuple[i
         _build_shard(folder, shard, paths, size, max_frames, stride, resize, stabilise)
         built.append(shard)
     return built
-
-
-@dataclass(frozen=True)
-class JobReport:
-    """How one job of a job runner ended (`slurm.jobs.job_runner` makes them)."""
-    name: str
-    ok: bool
-    error: str = ""
-    log: str = ""
-
-
-# run_jobs(fn, arg_lists) -> one JobReport per argument list, in order: fn(*args) run as a job each
-RunJobs = Callable[[Callable, list[tuple]], list[JobReport]]
 
 
 class ShardJobsError(VideoDataError):

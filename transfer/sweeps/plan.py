@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pretrain.data import select_records
-from pretrain.torchvision_video import SPEC_PREFIX, export_torchvision
-from pretrain.export import BackboneExport, ExportError, latest_export, load_export
+from pretrain.export import BackboneExport, ExportError, export_torchvision, latest_export, load_export
+from pretrain.torchvision_video import SPEC_PREFIX
 from pretrain.schema import DataConfig
 from runkit.atomic import atomic_write_json
 from runkit.cli import one_line

@@ -1,7 +1,7 @@
-"""Pretraining as a preemption-safe submitit job: `python -m slurm.launch_pretrain`.
+"""Pretraining as a preemption-safe submitit job: `python -m pretrain.launch`.
 
-    python -m slurm.launch_pretrain --cluster local experiment=cpu_demo run_name=demo_slurm
-    python -m slurm.launch_pretrain --cluster my_gpu_cluster --tasks-per-node 4 experiment=vgan_paper
+    python -m pretrain.launch --cluster local experiment=cpu_demo run_name=demo_slurm
+    python -m pretrain.launch --cluster my_gpu_cluster --tasks-per-node 4 experiment=vgan_paper
 
 The config is composed from pretrain/conf exactly as `python pretrain/run.py` would (same
 overrides); the job calls `pretrain.trainer.fit`, whose run directory derives from the config, so
@@ -66,7 +66,7 @@ def submit_pretraining(cfg: dict, kind: str = "slurm", cluster: Any = "local",
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m slurm.launch_pretrain", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m pretrain.launch", description=__doc__.split("\n\n")[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executor", choices=KINDS, default="slurm")
     parser.add_argument("--cluster", default="local", help="profile in slurm/conf/cluster/ or a YAML path")
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = compose_pretrain_config(args.overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"slurm.launch_pretrain: {explain(exc)}") from None
+        raise ConfigError(f"pretrain.launch: {explain(exc)}") from None
     load_profile(args.cluster, **{k: v for k, v in (("tasks_per_node", args.tasks_per_node), ("nodes", args.nodes),
                                                      ("timeout_min", args.timeout_min)) if v is not None})
     profile_overrides = {k: v for k, v in (("tasks_per_node", args.tasks_per_node), ("nodes", args.nodes),
