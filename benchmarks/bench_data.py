@@ -84,7 +84,7 @@ CAVEATS = (
     "adds a torch antialiased resize; the native-size row is shown for reference only.",
     "torchvision 0.28+ decodes its video datasets through torchcodec (it needs a system FFmpeg); "
     "PyAV wheels bundle their own FFmpeg, so PyAV is this suite's default reader. Conversion to "
-    "64x64, not decoding, is most of a clip's cost (FACTS.md): `read_clip` scales in one FFmpeg "
+    "64x64, not decoding, is most of a clip's cost (measured by this benchmark): `read_clip` scales in one FFmpeg "
     "filter graph.",
 )
 

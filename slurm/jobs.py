@@ -285,10 +285,3 @@ def job_runner(executor: submitit.Executor) -> Callable[[Callable[..., Any], lis
         return reports
 
     return run
-
-
-def run_array(executor: submitit.Executor, fn: Callable[..., Any], arg_lists: Sequence[Sequence[Any]],
-              timeout_s: float | None = None) -> list[Any]:
-    """Submit `fn(*args)` for each args as a preemptible job array and collect the results."""
-    jobs = submit_array(executor, [PreemptibleCall(fn, *args) for args in arg_lists])
-    return collect_results(jobs, timeout_s=timeout_s)

@@ -10,7 +10,7 @@ import pytest
 import submitit
 
 from slurm.executors import ExecutorError, make_executor, slurm_parameters
-from slurm.jobs import PreemptibleCall, collect_results, run_array, submit_array, wait_jobs
+from slurm.jobs import PreemptibleCall, collect_results, submit_array, wait_jobs
 from slurm.profiles import ClusterProfile, ProfileError, available_profiles, load_profile
 
 
@@ -103,7 +103,8 @@ def _fail(message):
 
 def test_debug_executor_runs_preemptible_calls_in_process(tmp_path):
     executor = make_executor("debug", tmp_path)
-    assert run_array(executor, _add, [(1, 2), (3, 4)]) == [3, 7]
+    jobs = submit_array(executor, [PreemptibleCall(_add, 1, 2), PreemptibleCall(_add, 3, 4)])
+    assert collect_results(jobs) == [3, 7]
 
 
 def test_failed_job_is_reported_per_job(tmp_path):
@@ -119,7 +120,7 @@ def test_failed_job_is_reported_per_job(tmp_path):
 
 def test_local_executor_runs_in_a_subprocess(tmp_path):
     executor = make_executor("local", tmp_path, timeout_min=2)
-    assert run_array(executor, _add, [(5, 6)], timeout_s=120) == [11]
+    assert collect_results(submit_array(executor, [PreemptibleCall(_add, 5, 6)]), timeout_s=120) == [11]
 
 
 def test_checkpoint_resubmits_the_same_call():

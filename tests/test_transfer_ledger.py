@@ -23,7 +23,7 @@ def test_lifecycle_and_summary(tmp_path):
     assert entry["result"] == {"video_acc": 0.5} and entry["run"]["elapsed_s"] == 1.0
     summary = led.summary(["a", "b", "c"])
     assert summary["done"] == ["a"] and summary["failed"] == ["b"] and summary["pending"] == ["c"]
-    assert [e["cell_id"] for e in led.done_results()] == ["a"]
+    assert [e["cell_id"] for e in led.entries() if e["status"] == "done"] == ["a"]
 
 
 def test_running_entry_of_a_dead_process_reads_interrupted(tmp_path):

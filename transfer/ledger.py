@@ -93,9 +93,6 @@ class Ledger:
             return []
         return [self.read(p.stem) for p in sorted(self.folder.glob("*.json"))]
 
-    def done_results(self) -> list[dict]:
-        return [e for e in self.entries() if e["status"] == "done"]
-
     def summary(self, cell_ids: Iterable[str], queue: dict[str, str] | None = None) -> dict[str, list[str]]:
         """Cells by status. A `running` entry whose local process is gone reads `interrupted`;
         `queue` (cell id -> SLURM state) overrides it for cells a scheduler still knows."""

@@ -1,7 +1,7 @@
 """Decode-once clip cache: every video decoded once, at the training resolution, into uint8 shards.
 
-Decoding while training cannot feed a GAN (see FACTS.md: reading a clip from a uint8 memmap is
-~50x cheaper than decoding it). `ClipCache.build` decodes each video with
+Decoding while training cannot feed a GAN (benchmarks/RESULTS.md, "Data loading": a clip read
+from a uint8 memmap costs a small fraction of decoding it). `ClipCache.build` decodes each video with
 `videodata.decode.decode_video` and stores the frames of many videos concatenated in shard files:
 
     <cache_root>/<fingerprint>/
@@ -40,8 +40,9 @@ Resume: a shard's .npy is written atomically and then its .json, so a shard with
 complete; a killed build rebuilds only the missing shards. Undecodable videos never stop the
 build: they are listed in report.json and left out of `cache.records`.
 
-Scale-out: `ClipCache.build(..., executor=...)` builds the missing shards as a job array of a
-submitit executor (`slurm.executors.make_executor`: SLURM, local subprocesses or in-process),
+Scale-out: `ClipCache.build(..., run_jobs=slurm.jobs.job_runner(executor))` builds the missing
+shards as a job array of a submitit executor (`slurm.executors.make_executor`: SLURM, local
+subprocesses or in-process),
 a few shards per job; a job that is preempted or requeued skips the shards it already wrote.
 The submitting process waits for the jobs and writes the index (`python -m videodata.prepare
 --executor slurm`).

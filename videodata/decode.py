@@ -1,6 +1,6 @@
 """PyAV clip reader: one code path for every way this project reads frames from a video file.
 
-How a clip is read (see FACTS.md, "Video decoding"):
+How a clip is read (PyAV's documentation of `Container.seek` and its threading options):
 - open with PyAV; if the clip does not start at frame 0, seek to the keyframe at or before the
   start time (`container.seek(pts, backward=True, any_frame=False, stream=stream)`), decode
   forward and drop the frames before the start;

@@ -1,6 +1,6 @@
 """UCF101 split lists: the official `ucfTrainTestlist/` files over a `UCF-101/<Class>/` tree.
 
-Format quirks handled here (FACTS.md, "UCF101"): lines end with CRLF; train lines carry a 1-based
+Format quirks handled here (seen in the official ucfTrainTestlist files): lines end with CRLF; train lines carry a 1-based
 label, test lines none; the label always comes from classInd via the class FOLDER, because one
 class's folder and file names disagree in case (`HandstandPushups/v_HandStandPushups_...`).
 Membership is "listed in the split file" (and present on disk when `missing="skip"`), which is
