@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every pretraining method on one curve, on the embedded synthetic set: pretrain each CPU-demo
-# preset (VGAN with the paper's losses, VGAN improved, contrastive, playback speed; the same
-# backbone and size) three times (pretraining seeds 0, 1, 2: a method's point covers several
+# preset (VGAN with the paper's losses, VGAN improved, contrastive (CVRL), playback speed: the
+# same 3D CNN; masked video modelling: the video ViT; all at 16 frames of 32x32) three times (pretraining seeds 0, 1, 2: a method's point covers several
 # pretraining runs), run the demo transfer sweep over each method's three exports (fractions 0.01,
 # 0.1, 1; linear and k-NN probes; pretrained and random init, one random weight draw per run;
 # subset draws with their seeds 0, 1, 2), then put the sweeps side by side with
@@ -25,7 +25,7 @@ trap 'rm -f "$log"' EXIT
 
 sweeps=()
 labels=()
-for preset in cpu_demo improved contrastive_cpu_demo speed_cpu_demo; do
+for preset in cpu_demo improved contrastive_cpu_demo speed_cpu_demo mae_cpu_demo; do
   echo "[methods] $preset: pretraining, seeds $PRETRAIN_SEEDS"
   "$PY" pretrain/run.py -m "experiment=$preset" "trainer.seed=$PRETRAIN_SEEDS" "output_root=$OUTPUTS/pretrain" \
     "data.synthetic.root=$OUTPUTS/data/synthetic" "data.cache_root=$OUTPUTS/cache" \

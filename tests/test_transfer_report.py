@@ -415,3 +415,22 @@ def test_label_efficiency_bootstrap_resamples_pretraining_runs():
     assert bootstrap_label_efficiency(rows, at=(1,), draws=400, seed=3) == boot  # seeded
     same = bootstrap_label_efficiency(rows_for([0.0, 0.0, 0.0]), at=(1,), draws=50)
     assert same[("linear", "pretrained")]["area"][0] == pytest.approx(same[("linear", "pretrained")]["area"][1])
+
+
+def test_a_trajectory_sweep_gets_selected_minus_random_rows():
+    from transfer.report.stats import paired_differences
+    from transfer.report.tables import paired_cells
+
+    def entry(init, seed, value):
+        return {"cell_id": f"linear-{init}-{seed}", "status": "done",
+                "cell": {"protocol": "linear", "init": init, "split": 1, "seed": seed, "subset_seed": seed,
+                         "rule_tag": "f1", "rule_value": 1.0},
+                "result": {"video_acc": value, "labeled_per_class": 5.0, "num_classes": 2, "clips_per_video": 2}}
+
+    entries = [entry(init, seed, value + 0.01 * seed) for seed in (0, 1, 2)
+               for init, value in (("pretrained", 0.6), ("selected", 0.7), ("random", 0.4))]
+    rows = paired_differences(entries)
+    assert [(r["treated_init"], r["baseline"]) for r in rows] == [("pretrained", "random"), ("selected", "random")]
+    assert [round(r["diff_mean"], 6) for r in rows] == [0.2, 0.3]
+    assert [paired_cells(r)[0] for r in rows] == ["linear", "linear, selected"]
+    assert [r["treated_init"] for r in paired_differences(entries, treated="pretrained")] == ["pretrained"]

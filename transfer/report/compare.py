@@ -130,7 +130,7 @@ def load_sweep(folder: str | Path, label: str, metric: str = "video_acc") -> Com
         raise CompareError(f"sweep {folder} ({label}) has no done cell in its plan: nothing to compare "
                            "(run it first; `python transfer/sweep.py <its arguments> --status` lists its cells)")
     try:
-        table_rows, paired = aggregate(entries, metric), paired_differences(entries, metric)
+        table_rows, paired = aggregate(entries, metric), paired_differences(entries, metric, treated="pretrained")
     except KeyError as exc:
         raise CompareError(f"sweep {folder} ({label}): {exc.args[0]}") from exc
     return ComparedSweep(label, folder, plan, table_rows, paired, done, run_values(entries, metric),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runkit.atomic import atomic_write_with
+from transfer.report.tables import paired_cells
 
 FIG_WIDTH_IN = 3.3
 
@@ -105,9 +106,8 @@ def plot_accuracy(table: list[dict], out: Path, metric: str, runs: RunValues | N
 def plot_relative_gain(paired: list[dict], out: Path) -> list[Path]:
     fig, ax = pyplot().subplots(figsize=(FIG_WIDTH_IN, 2.2))
     lines: dict[str, list[dict]] = defaultdict(list)
-    for row in paired:  # one line per protocol and random-init baseline
-        baseline = row.get("baseline", "random")
-        lines[row["protocol"] if baseline == "random" else f"{row['protocol']} vs {baseline}"].append(row)
+    for row in paired:  # one line per protocol, treated init and random-init baseline (as the table names it)
+        lines[paired_cells(row)[0]].append(row)
     draw_gain(ax, [(protocol, rows, {"marker": "o"}) for protocol, rows in sorted(lines.items())])
     ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
     if paired:

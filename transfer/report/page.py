@@ -207,7 +207,8 @@ def _results(sweep_dir: Path, entries: list[dict], metric: str) -> list[Block]:
         blocks += [p(f"Gain pretrained − random ({metric.replace('_', ' ')}, in points): the paired "
                      "difference over the runs (same pretraining run or random weight draw, split, subset and "
                      "training seed) where both inits finished, its 95% interval (made as the accuracies' "
-                     "below), and the ratio of the two means."),
+                     "below), and the ratio of the two means. A `--trajectory` sweep adds rows for the "
+                     "snapshot each cell chose on validation (\"selected\")."),
                    table(PAIRED_HEAD, [paired_cells(r) for r in paired])]
     else:
         blocks.append(p("No (split, seed) pair has both inits done: no gain to show."))

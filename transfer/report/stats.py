@@ -148,11 +148,15 @@ def run_values(entries: Iterable[dict], metric: str = "video_acc") -> dict[tuple
 
 
 def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
-                       treated: str = "pretrained", baseline: str | None = None) -> list[dict]:
-    """Per (protocol, rule, baseline): treated − baseline over the runs (split, subset draw,
-    training seed) both inits finished; `baseline` None: each random-init baseline the runs have
-    (RANDOM_INITS), its name in the row's "baseline"."""
-    baselines = [baseline] if baseline else [init for init in RANDOM_INITS if init != treated]
+                       treated: str | Sequence[str] = ("pretrained", "selected"),
+                       baseline: str | None = None) -> list[dict]:
+    """Per (protocol, rule, treated, baseline): treated − baseline over the runs (split, subset
+    draw, training seed) both inits finished. `treated`: the init(s) measured against the floor
+    (the last snapshot, and a `--trajectory` sweep's snapshot chosen on validation), named in
+    the row's "treated"; `baseline` None: each random-init baseline the runs have (RANDOM_INITS),
+    named in the row's "baseline"."""
+    treateds = (treated,) if isinstance(treated, str) else tuple(treated)
+    baselines = [baseline] if baseline else [init for init in RANDOM_INITS if init not in treateds]
     values: dict[tuple, dict[str, float]] = defaultdict(dict)
     per_class: dict[tuple, list[float]] = defaultdict(list)
     for row in result_rows(entries, metric):
@@ -161,25 +165,26 @@ def paired_differences(entries: Iterable[dict], metric: str = "video_acc",
         per_class[(row["protocol"], row["rule"])].append(row["per_class"])
     pairs: dict[tuple, list[dict]] = defaultdict(list)
     for (protocol, rule, replicate, split, subset, seed), by_init in values.items():
-        for base in baselines:
-            if treated in by_init and base in by_init:
-                pairs[(protocol, rule, base)].append({
-                    "replicate": replicate, "split": split, "subset_seed": subset, "seed": seed,
-                    "treated": by_init[treated], "baseline": by_init[base], "value": by_init[treated] - by_init[base]})
+        for init in treateds:
+            for base in baselines:
+                if init in by_init and base in by_init:
+                    pairs[(protocol, rule, init, base)].append({
+                        "replicate": replicate, "split": split, "subset_seed": subset, "seed": seed,
+                        "treated": by_init[init], "baseline": by_init[base], "value": by_init[init] - by_init[base]})
     table = []
-    for (protocol, rule, base), rows in pairs.items():
+    for (protocol, rule, init, base), rows in pairs.items():
         spread = summarize([r["value"] for r in rows])
         interval = design_interval(rows, bounds=(-1.0, 1.0))
         treated_mean = design_interval([{**r, "value": r["treated"]} for r in rows]).mean
         baseline_mean = design_interval([{**r, "value": r["baseline"]} for r in rows]).mean
-        table.append({"protocol": protocol, "rule": rule, "baseline": base,
+        table.append({"protocol": protocol, "rule": rule, "treated_init": init, "baseline": base,
                       "labeled_per_class": float(np.mean(per_class[(protocol, rule)])),
                       "pairs": spread.n, "treated_mean": treated_mean, "baseline_mean": baseline_mean,
                       "diff_mean": interval.mean, "diff_std": spread.std,
                       "ci_low": interval.ci_low, "ci_high": interval.ci_high, **_design_fields(interval),
                       "relative_gain": treated_mean / baseline_mean if baseline_mean > 0 else float("nan")})
-    return sorted(table, key=lambda r: (r["protocol"], baselines.index(r["baseline"]), r["labeled_per_class"],
-                                        r["rule"]))
+    return sorted(table, key=lambda r: (r["protocol"], treateds.index(r["treated_init"]),
+                                        baselines.index(r["baseline"]), r["labeled_per_class"], r["rule"]))
 
 
 def variance_components(entries: Iterable[dict], metric: str = "video_acc") -> list[dict]:

@@ -45,9 +45,11 @@ def variance_cells(row: dict) -> list[str]:
 
 
 def paired_cells(row: dict) -> list[str]:
-    """A paired-difference row; against another baseline than `random` its protocol cell names it."""
-    baseline = row.get("baseline", "random")
-    protocol = row["protocol"] if baseline == "random" else f"{row['protocol']} vs {baseline}"
+    """A paired-difference row; its protocol cell names another treated init than `pretrained` (a
+    snapshot `selected` on validation) and another baseline than `random`."""
+    baseline, treated = row.get("baseline", "random"), row.get("treated_init", "pretrained")
+    protocol = row["protocol"] + ("" if treated == "pretrained" else f", {treated}") + \
+        ("" if baseline == "random" else f" vs {baseline}")
     return [protocol, row["rule"], count(row['labeled_per_class']), str(row["pairs"]),
             pct(row["treated_mean"]), pct(row["baseline_mean"]), f"{pct(row['diff_mean'])}",
             f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}]", f"{row['relative_gain']:.2f}"]
