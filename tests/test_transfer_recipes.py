@@ -22,7 +22,7 @@ def test_the_presets_are_shipped():
 def test_every_preset_loads(name):
     recipe = load_recipe(name)
     assert isinstance(recipe, Recipe)
-    assert set(recipe.as_dict()) == {"finetune", "probe", "features", "cache", "runtime"}
+    assert set(recipe.as_dict()) == {"finetune", "probe", "features", "attentive", "cache", "runtime"}
 
 
 def test_improved_matches_demo_compute_and_turns_the_options_on():

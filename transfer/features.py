@@ -30,7 +30,8 @@ from runkit.logging import progress
 from videodata.clips import ClipDataset, collate_clips, loader_context
 from videodata.decode import to_model_input
 
-POOLINGS = ("avg", "max", "avgmax", "flatten")
+# "tokens": the map's positions as tokens, (N = T'H'W') x C, flattened (the attentive probe's input)
+POOLINGS = ("avg", "max", "avgmax", "flatten", "tokens")
 # "stored": BatchNorm normalises with the running statistics the checkpoint holds (a GAN
 # discriminator's are about half generated clips); "train_videos": re-estimated first on the
 # clips of the split's training videos (labels unused), then frozen for every list
@@ -64,6 +65,8 @@ def pool(feature_map: torch.Tensor, pooling: str) -> torch.Tensor:
         return feature_map.amax(dim=(2, 3, 4))
     if pooling == "avgmax":
         return torch.cat([feature_map.mean(dim=(2, 3, 4)), feature_map.amax(dim=(2, 3, 4))], dim=1)
+    if pooling == "tokens":
+        return feature_map.flatten(2).transpose(1, 2).flatten(1)
     return feature_map.flatten(1)
 
 

@@ -60,10 +60,15 @@ def run_cells(ctx: SweepContext, cells: Sequence[Cell]) -> list[dict]:
         todo = [c for c in cells if not ledger.is_done(c.cell_id)]
         # the training lists' features first, once per init (the test lists' come with the first
         # final evaluation: nothing is read from a test list before a cell's choices are made)
-        for replicate, init, train_list in sorted({(c.replicate, c.weights, f"manifests/split{c.split}_train.txt")
-                                                   for c in todo if PROTOCOLS[c.protocol].job == "features"}):
+        wanted = {(c.replicate, c.weights, f"manifests/split{c.split}_train.txt", c.protocol)
+                  for c in todo if PROTOCOLS[c.protocol].job == "features"}
+        specs = {}  # one extraction per distinct feature spec (linear and k-NN share theirs)
+        for replicate, init, train_list, protocol in sorted(wanted):
+            spec = PROTOCOLS[protocol].features(ctx.recipe)
+            specs.setdefault((replicate, init, train_list, repr(spec)), spec)
+        for (replicate, init, train_list, _), spec in sorted(specs.items(), key=lambda kv: kv[0]):
             try:
-                feature_set(ctx.for_replicate(replicate), init, train_list, replicate)
+                feature_set(ctx.for_replicate(replicate), init, train_list, replicate, spec)
             except Exception as exc:  # noqa: BLE001 - each cell below records the failure itself
                 log.error("feature extraction for %s/%s (replicate %d) failed: %s", init, train_list, replicate, exc)
         return [run_cell(ctx, cell) for cell in cells]

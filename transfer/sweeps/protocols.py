@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from pretrain.export import load_export
 from runkit.checkpoint import seed_everything
 from slurm.profiles import JOB_KINDS
+from transfer.attentive import AttentiveRecipe, fit_attentive
 from transfer.classifier import RANDOM_INITS, build_backbone, build_classifier
 from transfer.evaluate import predict_videos
 from transfer.features import (FeatureKey, FeatureSpec, cached_features, extract_features, reestimate_batchnorm,
@@ -48,6 +50,8 @@ class Protocol:
     run: Callable[[SweepContext, Cell], tuple[dict, dict]]
     selection: str = "linear_val_acc"  # --trajectory's criterion (transfer.sweeps.trajectory)
     style: dict = field(default_factory=dict)  # matplotlib line style
+    # "features" protocols: the frozen features their cells read, from the recipe (a dict)
+    features: Callable[[dict], FeatureSpec] = lambda recipe: FeatureSpec(**recipe["features"])
 
     def __post_init__(self):
         if self.job not in JOB_KINDS:
@@ -98,10 +102,11 @@ def run_finetune(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
     return result, {"train_s": train_s, "resumed_from": info["resumed_from"], "device": policy.describe()}
 
 
-def feature_set(ctx: SweepContext, init: str, split_list: str, replicate: int = 0):
+def feature_set(ctx: SweepContext, init: str, split_list: str, replicate: int = 0, spec: FeatureSpec | None = None):
     """The cached features of every video of one list (`split_list` relative to out_dir), from
-    the replicate's export (pretrained) or its weight draw (a random init); `ctx` is the replicate's."""
-    spec = FeatureSpec(**ctx.recipe["features"])
+    the replicate's export (pretrained) or its weight draw (a random init); `ctx` is the replicate's.
+    `spec`: which features (default the recipe's `features` section)."""
+    spec = spec or FeatureSpec(**ctx.recipe["features"])
     listing = load_manifest(ctx, split_list)
     weight_seed = RANDOM_FEATURE_SEED + replicate
     bn_list = load_manifest(ctx, _train_list_of(split_list)) if spec.bn_stats == "train_videos" else None
@@ -147,10 +152,34 @@ def run_knn(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
         features, labels, groups, len(ctx.class_names), recipe, cell.seed, ctx.policy().device))
 
 
-def _run_probe(ctx: SweepContext, cell: Cell, fit: Callable) -> tuple[dict, dict]:
+def run_attentive(ctx: SweepContext, cell: Cell) -> tuple[dict, dict]:
+    """V-JEPA's attentive probe on the frozen tokens (transfer.attentive); lr and weight decay
+    chosen on the subset's validation folds."""
+    recipe = AttentiveRecipe(**ctx.recipe["attentive"])
+    spec = attentive_features(ctx.recipe)
+    return _run_probe(ctx, cell, lambda features, labels, groups, _: fit_attentive(
+        features, labels, groups, len(ctx.class_names), recipe, _token_width(ctx, cell, spec.layer), cell.seed,
+        ctx.policy().device), spec)
+
+
+def attentive_features(recipe: dict) -> FeatureSpec:
+    """The attentive probe's features: its layer's tokens, unpooled."""
+    att, features = recipe["attentive"], recipe["features"]
+    return FeatureSpec(layer=att["layer"], pooling="tokens", num_clips=att["num_clips"],
+                       batch_size=features["batch_size"], bn_stats=features["bn_stats"])
+
+
+def _token_width(ctx: SweepContext, cell: Cell, layer: str) -> int:
+    """The channels of a layer's map (its tokens' width), from one forward of a blank clip."""
+    backbone = build_backbone(load_export(ctx.checkpoint), cell.weights).eval()
+    with torch.no_grad():
+        return int(backbone.forward_features(torch.zeros(1, 3, ctx.frames, ctx.size, ctx.size), layer).shape[1])
+
+
+def _run_probe(ctx: SweepContext, cell: Cell, fit: Callable, spec: FeatureSpec | None = None) -> tuple[dict, dict]:
     recipe = ProbeRecipe(**ctx.recipe["probe"])
     train = load_manifest(ctx, cell.manifest, cell.manifest_sha256)
-    train_all, _ = feature_set(ctx, cell.weights, f"manifests/split{cell.split}_train.txt", cell.replicate)
+    train_all, _ = feature_set(ctx, cell.weights, f"manifests/split{cell.split}_train.txt", cell.replicate, spec)
     row_of = {r: i for i, r in enumerate(train_all.relpaths)}  # built once: a full split has ~9.5k rows
     rows = [row_of[r] for r in train.relpaths]
     features, labels, groups = train_all.features[rows], np.asarray(train.labels), np.asarray(train.groups)
@@ -158,7 +187,7 @@ def _run_probe(ctx: SweepContext, cell: Cell, fit: Callable) -> tuple[dict, dict
     fitted = fit(features, labels, groups, recipe)
     fit_s = time.perf_counter() - started
     test = read_test_list(ctx, cell)  # the final evaluation, after every choice was made
-    test_all, _ = feature_set(ctx, cell.weights, cell.test_list, cell.replicate)
+    test_all, _ = feature_set(ctx, cell.weights, cell.test_list, cell.replicate, spec)
     result = metrics_result(ctx, cell, fitted.predict_proba(test_all.features), test.labels, labels,
                              {"probe": fitted.info}, fitted.info["selection"])
     return result, {"fit_s": fit_s, "device": ctx.policy().describe()}
@@ -192,3 +221,5 @@ register(Protocol("linear", "linear probe", "features", ("probe", "features"), r
                   style={"linestyle": "--", "marker": "s"}))
 register(Protocol("knn", "k-NN", "features", ("probe", "features"), run_knn, selection="knn_val_acc",
                   style={"linestyle": ":", "marker": "^"}))
+register(Protocol("attentive", "attentive probe", "features", ("attentive", "features"), run_attentive,
+                  style={"linestyle": "-.", "marker": "D"}, features=attentive_features))

@@ -7,7 +7,8 @@ it; each section's dataclass checks its ranges and choices (`__post_init__`). Ev
 at start-up, before any job runs.
 
 Sections: `finetune` (transfer.finetune.FinetuneRecipe), `probe` (transfer.probe.ProbeRecipe,
-linear and k-NN), `features` (transfer.features.FeatureSpec), `cache` (what the clip caches hold),
+linear and k-NN), `features` (transfer.features.FeatureSpec), `attentive` (transfer.attentive.
+AttentiveRecipe, the attentive probe), `cache` (what the clip caches hold),
 `runtime` (how cells run: device, precision, memory format, compile, loader workers). A cell's
 identity hashes every section that can change its numbers: not `runtime` except its precision.
 """
@@ -23,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runkit.device import PRECISIONS
 from runkit.errors import yaml_problem
+from transfer.attentive import AttentiveRecipe
 from transfer.features import FeatureSpec
 from transfer.finetune import FinetuneRecipe
 from transfer.probe import ProbeRecipe
@@ -81,12 +83,14 @@ class Recipe:
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
     probe: ProbeRecipe = field(default_factory=ProbeRecipe)
     features: FeatureSpec = field(default_factory=FeatureSpec)
+    attentive: AttentiveRecipe = field(default_factory=AttentiveRecipe)
     cache: CacheRecipe = field(default_factory=CacheRecipe)
     runtime: RuntimeRecipe = field(default_factory=RuntimeRecipe)
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["probe"]["c_grid"] = list(self.probe.c_grid)
+        out["attentive"]["lr_grid"], out["attentive"]["wd_grid"] = list(self.attentive.lr_grid), list(self.attentive.wd_grid)
         return out
 
 
