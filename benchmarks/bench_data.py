@@ -31,7 +31,8 @@ from runkit.cli import ArgumentParser
 from benchmarks.common import busy_note, fmt_num, fmt_ratio, load_average, machine_info, md_table, notes, ratio, stamp
 from videodata.cache import ClipCache
 from videodata.clips import ClipDataset
-from videodata.decode import read_clip, to_model_input
+from videodata.clips import to_model_input
+from videodata.decode import read_clip
 from videodata.synthetic import SyntheticConfig, generate
 from videodata.sets.ucf101 import load_split
 

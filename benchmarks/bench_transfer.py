@@ -39,7 +39,7 @@ from transfer.finetune import FinetuneRecipe, finetune
 from transfer.probe import ProbeRecipe, fit_linear_probe
 from transfer.subsets import SubsetRule, nested_subset
 from videodata.clips import ClipDataset
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 CPU = DevicePolicy.create("cpu")
 

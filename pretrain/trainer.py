@@ -47,7 +47,7 @@ from runkit.distributed import DistInfo, detect
 from runkit.logging import MetricLogger, WindowMeans, progress
 from runkit.paths import resolve_path
 from videodata.clips import ClipBatchSampler, collate_clips, loader_context
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 log = logging.getLogger(__name__)
 

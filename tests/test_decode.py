@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from _videos import block_frames, index_frames, read_index, write_video
-from videodata.decode import (decode_video, probe_video, read_clip, read_uniform_clips,
-                              to_model_input, uniform_starts)
+from videodata.clips import to_model_input
+from videodata.decode import decode_video, probe_video, read_clip, read_uniform_clips, uniform_starts
 
 torch.set_num_threads(1)
 

@@ -21,7 +21,7 @@ from pretrain.vit import VIT_PRESETS, VideoViT
 from test_pretrain_trainer import tiny_cfg
 from transfer.classifier import build_classifier
 from videodata.clips import ArrayClips
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 torch.set_num_threads(1)
 

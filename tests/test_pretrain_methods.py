@@ -26,7 +26,7 @@ from runkit import preemption
 from runkit.checkpoint import CheckpointManager
 from transfer.classifier import build_backbone
 from videodata.clips import ArrayClips
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,7 @@ from pretrain.trainer import NonFiniteLossError, Trainer, as_config, budget_step
 from runkit import preemption
 from runkit.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from videodata.clips import ArrayClips, ClipBatchSampler
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 torch.set_num_threads(1)
 

@@ -35,7 +35,7 @@ def test_statistics_are_the_pass_average_and_the_backbone_stays_frozen():
     assert reestimate_batchnorm(backbone, dataset, spec, DevicePolicy()) == 1
     assert not backbone.training and backbone.seen == 12  # every clip, once
     # the cumulative average of the batch means of the conv outputs (3 batches of 2 videos x 2 clips)
-    from videodata.decode import to_model_input
+    from videodata.clips import to_model_input
     with torch.no_grad():
         outs = [backbone.conv(to_model_input(clips[i:i + 2].flatten(0, 1))) for i in range(0, 6, 2)]
     means = torch.stack([o.mean(dim=(0, 2, 3, 4)) for o in outs]).mean(0)

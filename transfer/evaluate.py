@@ -20,7 +20,7 @@ from runkit.atomic import atomic_write_text, atomic_write_with
 from runkit.device import DevicePolicy
 from runkit.logging import progress
 from videodata.clips import ClipDataset, collate_clips, loader_context
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -28,7 +28,7 @@ from runkit.atomic import atomic_write_with
 from runkit.device import DevicePolicy
 from runkit.logging import progress
 from videodata.clips import ClipDataset, collate_clips, loader_context
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 # "tokens": the map's positions as tokens, (N = T'H'W') x C, flattened (the attentive probe's input)
 POOLINGS = ("avg", "max", "avgmax", "flatten", "tokens")

@@ -40,7 +40,7 @@ from runkit.device import DevicePolicy
 from runkit.logging import MetricLogger, WindowMeans, progress
 from videodata.augment import random_shift, random_zoom
 from videodata.clips import ClipBatchSampler, ClipDataset, collate_clips, loader_context
-from videodata.decode import to_model_input
+from videodata.clips import to_model_input
 
 log = logging.getLogger(__name__)
 

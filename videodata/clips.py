@@ -2,8 +2,8 @@
 
 `ClipDataset` serves uint8 clips `(T, H, W, 3)` (or `(N, T, H, W, 3)` for N evenly spaced clips
 per video) with their labels; the model input is made on the device from the uint8 batch
-(`videodata.decode.to_model_input`), so DataLoader workers and host-to-device copies move a quarter
-of the bytes of float32.
+(`to_model_input`, here beside the dataset, so a training or evaluation worker never loads
+PyAV), so DataLoader workers and host-to-device copies move a quarter of the bytes of float32.
 
 Sampling is stateless: `ClipBatchSampler` yields `(item, epoch)` keys and a random clip start
 comes from a generator seeded by `(seed, epoch, video)`. Any number of DataLoader workers, any
@@ -191,3 +191,24 @@ def collate_clips(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tens
 def loader_context(workers: int) -> str | None:
     """DataLoader workers start like every worker of the suite (runkit.processes: fork server)."""
     return START_METHOD if workers > 0 else None
+
+
+def to_model_input(clip, *, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (C, T, H, W) in [-1, 1]; batched (..., T, H, W, 3) ->
+    (..., C, T, H, W). The one conversion every stage uses, for numpy arrays and torch tensors on
+    any device (convert after moving the uint8 batch to the device: a quarter of the bytes).
+
+    channels_last: keep the permuted view, whose memory already is channels_last(_3d) order
+    (the layout the memory-format option of the device policy wants); else a contiguous NCTHW copy.
+    """
+    x = torch.as_tensor(clip)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 clip, got {x.dtype}")
+    if x.ndim < 4:
+        raise ValueError(f"expected (T, H, W, 3) or (B, T, H, W, 3), got shape {tuple(x.shape)}")
+    if x.shape[-1] != 3:
+        raise ValueError(f"expected 3 colour channels last, got shape {tuple(x.shape)}")
+    lead = x.ndim - 4
+    x = x.permute(*range(lead), x.ndim - 1, lead, lead + 1, lead + 2)
+    x = x.float().div_(127.5).sub_(1.0) if channels_last else x.float().contiguous().div_(127.5).sub_(1.0)
+    return x

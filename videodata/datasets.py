@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from videodata.decode import Size, read_clip, read_uniform_clips, to_model_input
+from videodata.clips import to_model_input
+from videodata.decode import Size, read_clip, read_uniform_clips
 from videodata.errors import VideoDataError, VideoDecodeError
 from videodata.records import VideoRecord
 

@@ -34,7 +34,6 @@ from typing import Iterator, Sequence
 
 import av
 import numpy as np
-import torch
 
 from videodata.errors import VideoDecodeError
 
@@ -522,24 +521,3 @@ def iter_native_frames(path: str | os.PathLike, *, max_frames: int | None = None
         reader.check_not_truncated(end)
         if not kept:
             raise VideoDecodeError(reader.path, "no decodable video frame")
-
-
-def to_model_input(clip, *, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float32 (C, T, H, W) in [-1, 1]; batched (..., T, H, W, 3) ->
-    (..., C, T, H, W). The one conversion every stage uses, for numpy arrays and torch tensors on
-    any device (convert after moving the uint8 batch to the device: a quarter of the bytes).
-
-    channels_last: keep the permuted view, whose memory already is channels_last(_3d) order
-    (the layout the memory-format option of the device policy wants); else a contiguous NCTHW copy.
-    """
-    x = torch.as_tensor(clip)
-    if x.dtype != torch.uint8:
-        raise TypeError(f"expected a uint8 clip, got {x.dtype}")
-    if x.ndim < 4:
-        raise ValueError(f"expected (T, H, W, 3) or (B, T, H, W, 3), got shape {tuple(x.shape)}")
-    if x.shape[-1] != 3:
-        raise ValueError(f"expected 3 colour channels last, got shape {tuple(x.shape)}")
-    lead = x.ndim - 4
-    x = x.permute(*range(lead), x.ndim - 1, lead, lead + 1, lead + 2)
-    x = x.float().div_(127.5).sub_(1.0) if channels_last else x.float().contiguous().div_(127.5).sub_(1.0)
-    return x
