@@ -207,3 +207,17 @@ def test_sweep_with_preempted_jobs_and_a_lost_driver_equals_uninterrupted(local_
     got, want = tables(out), tables(tiny["root"] / "sweep-straight")
     assert got and got == want
     print(f"SLURM sweep with 2 preempted jobs and a lost driver: {slurm_s:.0f} s")
+
+
+def test_a_slurm_sweep_decodes_its_caches_as_jobs(local_cluster, tmp_path):  # noqa: F811
+    """--executor slurm: the labeled videos are decoded by a job array on the cluster, not on the
+    submitting host; the sweep then runs on them as usual."""
+    from _tiny import tiny_sweep_spec, write_tiny_export
+
+    checkpoint = write_tiny_export(tmp_path / "pre" / "discriminator.pt")
+    spec = tiny_sweep_spec(tmp_path, checkpoint, "slurm-caches", fractions=(1.0,), seeds=(0,), protocols=("linear",),
+                           inits=("pretrained",), executor="slurm", cluster="local")
+    summary = run_sweep(spec, report=False)
+    assert summary["status"]["done"] == 1
+    job_logs = list((tmp_path / "cache" / "jobs").glob("*/*_log.out"))
+    assert job_logs, "no cache-building job ran on the cluster"

@@ -24,6 +24,8 @@ from runkit.atomic import atomic_write_json
 from runkit.cli import one_line
 from runkit.device import DevicePolicy
 from runkit.paths import resolve_path
+from slurm.executors import make_executor
+from slurm.jobs import job_runner
 from slurm.profiles import load_profile
 from transfer.canonical import CanonicalError, canonical_subset
 from transfer.subsets import (SubsetRule, listed_subset, nested_subset, read_subset_list, validation_split,
@@ -268,10 +270,15 @@ def _plain(spec: SweepSpec) -> dict:
 def build_caches(plan: SweepPlan, workers: int = 2) -> SweepPlan:
     """Decode every labeled video once at the checkpoint's resolution (reused across sweeps): the
     fine-tune training cache (first frames) and the evaluation cache (whole videos); one cache
-    when both settings agree."""
+    when both settings agree. A SLURM sweep decodes its missing shards as a job array on the
+    cluster (`slurm.jobs.job_runner`), not on the submitting host."""
     cache = plan.recipe.cache
+    run_jobs = None
+    if plan.spec.executor == "slurm":
+        run_jobs = job_runner(make_executor("slurm", plan.spec.cache_dir / "jobs" / "%j", plan.spec.cluster,
+                                            job_name="clipcache"))
     common = dict(size=plan.ctx.size, workers=workers, show_progress=plan.spec.show_progress,
-                  stabilise=cache.stabilise_config())
+                  stabilise=cache.stabilise_config(), run_jobs=run_jobs)
     train = ClipCache.build(plan.records, plan.spec.cache_dir, max_frames=cache.train_max_frames, **common)
     if (cache.eval_max_frames, cache.eval_stride) == (cache.train_max_frames, 1):
         evaluation = train
