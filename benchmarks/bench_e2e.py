@@ -12,8 +12,8 @@ accuracy of every (protocol, init, fraction) side by side, so that a speed-up is
 the numbers.
 
 The cold run starts with an empty OUTPUTS folder, so every stage runs: the synthetic set, the clip
-caches, 450 GAN iterations (cpu_demo, 4.5-minute limit) and the 24-cell transfer sweep with its
-report. The warm rerun uses the same folder and must reuse all of it. The job's output is
+caches, three cpu_demo pretraining runs of up to 450 GAN iterations each (main.sh gives each a
+1-minute training budget) and the 108-cell transfer sweep over them with its report. The warm rerun uses the same folder and must reuse all of it. The job's output is
 streamed with the elapsed time in front of each line; stage times come from the arrival times of
 the lines that mark a stage's start (main.sh's `[main]` lines, the progress bars' first lines and
 the pretraining log), the transfer cells' own times from the sweep's ledger. Peak RSS is that of
@@ -480,15 +480,17 @@ def section(result: dict, info: dict, load_end=None) -> str:
                  f"{fmt_seconds(budget)} budget on {result['cores']} cores ({fmt_ratio(result['cold_vs_budget'])}).")
     export, pre = cold.get("export"), result.get("pretrain")
     if export:
-        line = f"Pretraining stopped at step {export['step']} ({export['stopped'].replace('_', ' ')})"
+        line = (f"The pretraining run whose export the job names last stopped at step {export['step']} "
+                f"({export['stopped'].replace('_', ' ')})")
         if pre and pre.get("clips_per_s_median"):
             line += (f"; median GAN throughput {fmt_num(pre['clips_per_s_median'])} clips/s, mask mean "
                      f"{fmt_num(pre['mask_min'], 2)}-{fmt_num(pre['mask_max'], 2)} over the run, D accuracy "
                      f"real/fake at the end {fmt_num(pre['d_acc_real_last'], 2)}/{fmt_num(pre['d_acc_fake_last'], 2)}")
         found.append(line + ".")
         if export["stopped"] == "time_limit":
-            found.append("The 4.5-minute time limit engaged: this machine trained fewer than the preset's "
-                         "iterations, so the transfer numbers of this run come from a shorter pretraining.")
+            found.append("Its training budget (main.sh's trainer.time_limit_min) engaged: this machine trained "
+                         "fewer than the preset's iterations, so the transfer numbers of this run come from a "
+                         "shorter pretraining.")
     cells = result.get("sweep_cells")
     if cells:
         parts = [f"{v['cells']} {p} cells: {fmt_seconds(v['total_s'])} ({fmt_num(v['mean_s'])} s each)"
