@@ -112,7 +112,7 @@ class Contrastive(BackboneMethod):
         """The pair of each window (B, C, W, H, W'): two clips at CVRL's starts, each with its own
         CVRL augmentation (view 1: blur always, no solarisation; view 2: blur 0.1, solarisation 0.2)."""
         frames, batch = self.cfg.model.frames, self.cfg.trainer.batch_size
-        lengths = valid_frames(windows)
+        lengths = valid_frames(windows).cpu()  # the index math beside the CPU draws; take_frames moves it
         starts = cvrl_starts(lengths, frames, self.local(torch.rand(batch, 3, generator=self.rng)))
         steps = torch.arange(frames)
         pair = []

@@ -113,7 +113,7 @@ class Speed(BackboneMethod):
         labels = self.local(torch.randint(len(self.speeds), (self.batch_size,), generator=self.rng))
         u = self.local(torch.rand(self.batch_size, generator=self.rng, dtype=torch.float64))
         zoom = self.local(torch.rand(self.batch_size, 3, generator=self.rng))
-        lengths = valid_frames(windows)
+        lengths = valid_frames(windows).cpu()  # the index math beside the CPU draws; take_frames moves it
         index = speed_index(lengths, self.speeds[labels], frames, u)
         clips = random_zoom(take_frames(windows, index), self.settings.min_crop, None, draws=zoom)
         return clips, labels, lengths >= span(frames, int(self.speeds.max()))
