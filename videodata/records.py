@@ -6,6 +6,7 @@ one clear error; `locate` joins listed relative paths to the folder holding the 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -47,6 +48,18 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise SplitFileError(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     return text.splitlines()  # handles the official CRLF endings
+
+
+def read_json(path: Path):
+    """A JSON list file's content (Something-Something v2's, Diving48's); SplitFileError naming
+    the file when it is missing or not JSON."""
+    if not path.is_file():
+        raise SplitFileError(path, "list file not found" if path.parent.is_dir()
+                             else f"list file not found (folder {path.parent} does not exist)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SplitFileError(path, f"not a JSON file ({exc})") from None
 
 
 def locate(listed: list[VideoRecord], video_root: str | os.PathLike, list_file: str | os.PathLike,

@@ -170,7 +170,22 @@ class Method:
         return copied
 
 
-class BackboneMethod(Method):
+class SingleOptimizerState:
+    """The checkpointed state of a method with one optimiser (`self.opt`), one grad scaler
+    (`self.scaler`) and one CPU generator (`self.rng`) for its draws."""
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"all": self.opt}
+
+    def extra_state(self) -> dict:
+        return {"scaler": self.scaler.state_dict(), "rng": self.rng.get_state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.scaler.load_state_dict(state["scaler"])
+        self.rng.set_state(state["rng"].cpu())
+
+
+class BackboneMethod(SingleOptimizerState, Method):
     """A method that trains the backbone alone with a small head (`make_head`), one AdamW
     optimiser (settings `self.settings`: lr, beta1, beta2, weight_decay), a grad scaler and a CPU
     generator for its augmentations and pretext draws; its export is the backbone."""
@@ -200,16 +215,6 @@ class BackboneMethod(Method):
 
     def modules(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone_net, "head": self.head}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"all": self.opt}
-
-    def extra_state(self) -> dict:
-        return {"scaler": self.scaler.state_dict(), "rng": self.rng.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.scaler.load_state_dict(state["scaler"])
-        self.rng.set_state(state["rng"].cpu())
 
     def backbone(self) -> VideoBackbone:
         return self.backbone_net

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pretrain.methods.base import DataView, Method
+from pretrain.methods.base import DataView, Method, SingleOptimizerState
 from pretrain.vit import NORM_EPS, VideoViT, check_vit_shape, sinusoid_table, transformer_blocks, videomae_init
 from runkit.atomic import atomic_write_bytes
 from videodata.augment import random_zoom
@@ -188,7 +188,7 @@ def check_config(cfg: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ the method
-class MAE(Method):
+class MAE(SingleOptimizerState, Method):
     name = "mae"
     HEALTH = (("reconstruction loss", (("loss", "MSE on hidden tubelets (normalised pixels)"),)),
               ("learning rate", (("lr", "lr (scaled by batch / 256)"),)))
@@ -223,16 +223,6 @@ class MAE(Method):
 
     def modules(self) -> dict[str, nn.Module]:
         return {"mae": self.model}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"all": self.opt}
-
-    def extra_state(self) -> dict:
-        return {"scaler": self.scaler.state_dict(), "rng": self.rng.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.scaler.load_state_dict(state["scaler"])
-        self.rng.set_state(state["rng"].cpu())
 
     def backbone(self) -> VideoViT:
         return self.model.encoder

@@ -120,19 +120,12 @@ class VGAN(Method):
         # ---- D step
         self.D.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
-        use_r1 = t.r1_gamma > 0 and (step + 1) % t.r1_every == 0
         with policy.autocast():
             with torch.set_grad_enabled(t.reuse_fakes):
                 out = self.g_forward_all(z)
-            if use_r1:
-                r1, logits_real = losses.r1_penalty(self.d_forward, real, t.r1_gamma)
-                r1 = r1 * t.r1_every
-            else:
-                logits_real, r1 = self.d_forward(real), torch.zeros((), device=policy.device)
+            logits_real, r1 = self._d_on_real(real, step)
             logits_fake = self.d_forward(out.video.detach())
-        loss_real = losses.d_loss_real(logits_real, t.loss, t.label_smoothing)
-        loss_fake = losses.d_loss_fake(logits_fake, t.loss, t.label_smoothing)
-        d_loss = loss_real + loss_fake + r1
+        d_loss = self._d_loss(logits_real, logits_fake, r1)
         self.scaler_d.scale(d_loss).backward()
         self.average_gradients(self.D)  # before the scaler looks for infs: every rank decides alike
         self.scaler_d.step(self.opt_d)
@@ -145,8 +138,7 @@ class VGAN(Method):
             if not t.reuse_fakes:
                 out = self.g_forward_all(self._noise())
             logits_g = self.d_forward(out.video)
-        adv = losses.g_loss(logits_g, t.loss)
-        g_loss = adv + losses.mask_sparsity(out.mask, t.mask_lambda).to(adv.device)
+        g_loss = self._g_loss(logits_g, out)
         self.scaler_g.scale(g_loss).backward()
         self.average_gradients(self.G)
         self.scaler_g.step(self.opt_g)
@@ -164,25 +156,17 @@ class VGAN(Method):
         parameters: D's gradient holds no G loss, G's no D loss). The one difference to Torch:
         fGx read netD.output from before D's update, but netD:updateGradInput then ran with D's
         updated weights; here G's gradient goes through D as it was before its update."""
-        t, policy = self.cfg.trainer, self.policy
+        policy = self.policy
         z = self._noise()
         self.D.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        use_r1 = t.r1_gamma > 0 and (step + 1) % t.r1_every == 0
         with policy.autocast():
             out = self.g_forward_all(z)
-            if use_r1:
-                r1, logits_real = losses.r1_penalty(self.d_forward, real, t.r1_gamma)
-                r1 = r1 * t.r1_every
-            else:
-                logits_real, r1 = self.d_forward(real), torch.zeros((), device=policy.device)
+            logits_real, r1 = self._d_on_real(real, step)
             logits_fake = self.d_forward(out.video)  # not detached: G's loss backpropagates through it
-        loss_real = losses.d_loss_real(logits_real, t.loss, t.label_smoothing)
-        loss_fake = losses.d_loss_fake(logits_fake, t.loss, t.label_smoothing)
-        d_loss = loss_real + loss_fake + r1
-        adv = losses.g_loss(logits_fake, t.loss)
-        g_loss = adv + losses.mask_sparsity(out.mask, t.mask_lambda).to(adv.device)
+        d_loss = self._d_loss(logits_real, logits_fake, r1)
+        g_loss = self._g_loss(logits_fake, out)
         d_params = [p for p in self.D.parameters() if p.requires_grad]
         g_params = [p for p in self.G.parameters() if p.requires_grad]
         # the G backward needs the fake forward's graph after the D backward has run through it
@@ -197,6 +181,25 @@ class VGAN(Method):
         if self.ema is not None:
             self.ema.update(self.G, step=step + 1)
         return self._metrics(d_loss, g_loss, logits_real, logits_fake, out, r1)
+
+    def _d_on_real(self, real: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits for the real batch, and the R1 penalty on it when this step has one (else 0)."""
+        t = self.cfg.trainer
+        if t.r1_gamma > 0 and (step + 1) % t.r1_every == 0:
+            r1, logits_real = losses.r1_penalty(self.d_forward, real, t.r1_gamma)
+            return logits_real, r1 * t.r1_every
+        return self.d_forward(real), torch.zeros((), device=self.policy.device)
+
+    def _d_loss(self, logits_real: torch.Tensor, logits_fake: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
+        t = self.cfg.trainer
+        return (losses.d_loss_real(logits_real, t.loss, t.label_smoothing)
+                + losses.d_loss_fake(logits_fake, t.loss, t.label_smoothing) + r1)
+
+    def _g_loss(self, logits_fake: torch.Tensor, out) -> torch.Tensor:
+        """Non-saturating adversarial loss on D's logits for the fakes, plus the mask's sparsity."""
+        t = self.cfg.trainer
+        adv = losses.g_loss(logits_fake, t.loss)
+        return adv + losses.mask_sparsity(out.mask, t.mask_lambda).to(adv.device)
 
     def _metrics(self, d_loss, g_loss, logits_real, logits_fake, out, r1) -> dict[str, torch.Tensor]:
         metrics = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),

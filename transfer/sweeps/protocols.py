@@ -170,10 +170,11 @@ def attentive_features(recipe: dict) -> FeatureSpec:
 
 
 def _token_width(ctx: SweepContext, cell: Cell, layer: str) -> int:
-    """The channels of a layer's map (its tokens' width), from one forward of a blank clip."""
-    backbone = build_backbone(load_export(ctx.checkpoint), cell.weights).eval()
+    """The channels of a layer's map (its tokens' width): shapes only, on the meta device."""
+    backbone = build_backbone(load_export(ctx.checkpoint), cell.weights).eval().to("meta")
     with torch.no_grad():
-        return int(backbone.forward_features(torch.zeros(1, 3, ctx.frames, ctx.size, ctx.size), layer).shape[1])
+        clip = torch.zeros(1, 3, ctx.frames, ctx.size, ctx.size, device="meta")
+        return int(backbone.forward_features(clip, layer).shape[1])
 
 
 def _run_probe(ctx: SweepContext, cell: Cell, fit: Callable, spec: FeatureSpec | None = None) -> tuple[dict, dict]:

@@ -18,14 +18,13 @@ so dives from one broadcast (same pool, camera, divers) stay together in validat
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 from runkit.atomic import atomic_write_json
 from videodata.errors import SplitFileError
-from videodata.records import VideoRecord, locate
+from videodata.records import VideoRecord, locate, read_json
 from videodata.sets.base import TargetSet, check_split_subset
 
 SPLITS = (1,)
@@ -44,20 +43,10 @@ def clip_of(vid_name: str) -> int:
     return int(tail) if "_" in vid_name and tail.isdigit() else -1
 
 
-def _read_json(path: Path):
-    if not path.is_file():
-        raise SplitFileError(path, "list file not found" if path.parent.is_dir()
-                             else f"list file not found (folder {path.parent} does not exist)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SplitFileError(path, f"not a JSON file ({exc})") from None
-
-
 def read_class_names(lists_dir: str | os.PathLike) -> list[str]:
     """Class names ("<takeoff>_<somersault>_<twist>_<flight>") in vocabulary order; position = label."""
     path = Path(lists_dir) / VOCAB
-    vocab = _read_json(path)
+    vocab = read_json(path)
     if not isinstance(vocab, list) or not vocab:
         raise SplitFileError(path, "expected a non-empty list of [takeoff, somersault, twist, flight]")
     names = []
@@ -72,7 +61,7 @@ def read_class_names(lists_dir: str | os.PathLike) -> list[str]:
 
 def _entries(lists_dir: Path, subset: str, num_classes: int) -> list[tuple[str, int]]:
     path = lists_dir / LIST_OF[subset]
-    entries = _read_json(path)
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise SplitFileError(path, "expected a list of {\"vid_name\", \"label\", \"start_frame\", \"end_frame\"}")
     out, seen = [], set()

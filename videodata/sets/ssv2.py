@@ -22,14 +22,13 @@ each video is a separate crowd-sourced recording, so there is no grouping to kee
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 from runkit.atomic import atomic_write_json
 from videodata.errors import SplitFileError
-from videodata.records import VideoRecord, locate
+from videodata.records import VideoRecord, locate, read_json
 from videodata.sets.base import TargetSet, check_split_subset
 
 SPLITS = (1,)
@@ -43,20 +42,10 @@ def class_of(template: str) -> str:
     return template.replace("[", "").replace("]", "")
 
 
-def _read_json(path: Path):
-    if not path.is_file():
-        raise SplitFileError(path, "list file not found" if path.parent.is_dir()
-                             else f"list file not found (folder {path.parent} does not exist)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SplitFileError(path, f"not a JSON file ({exc})") from None
-
-
 def read_class_names(lists_dir: str | os.PathLike) -> list[str]:
     """Class names (templates without brackets) ordered by their labels.json id; position = label."""
     path = Path(lists_dir) / LABELS
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise SplitFileError(path, "expected a non-empty object {\"<class>\": \"<id>\", ...}")
     by_id: dict[int, str] = {}
@@ -78,7 +67,7 @@ def read_split(lists_dir: str | os.PathLike, split: int = 1, subset: str = "trai
     classes = read_class_names(lists_dir)
     label_of = {name: i for i, name in enumerate(classes)}
     path = Path(lists_dir) / LIST_OF[subset]
-    entries = _read_json(path)
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise SplitFileError(path, "expected a list of {\"id\", \"label\", \"template\", \"placeholders\"}")
     records: list[VideoRecord] = []
